@@ -1,0 +1,3 @@
+from qfstack.cli import main
+
+main()

@@ -1,0 +1,252 @@
+"""The qfstack command line: parse, call the library, show the result.
+
+Data goes to stdout, progress and errors to stderr. Exit codes: 0 success,
+1 failure, 2 usage or invalid configuration, 3 not ready before the
+timeout, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from qfstack import __version__
+from qfstack.config import Config, load_config
+from qfstack.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    Finding,
+    QfstackError,
+)
+from qfstack.lifecycle import down as stack_down
+from qfstack.lifecycle import status as stack_status
+from qfstack.lifecycle import up as stack_up
+from qfstack.oidc import HttpSettings, parse_resolve
+from qfstack.readiness import CheckResult
+
+logger = logging.getLogger(__name__)
+
+
+def _console() -> Console:
+    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    return Console(stderr=True, no_color=not color, highlight=False,
+                   soft_wrap=True)
+
+
+@dataclass
+class Context:
+    directory: Path
+    verbose: int
+    settings: HttpSettings
+    err: Console
+
+    def config(self) -> Config:
+        config = load_config(self.directory)
+        show_findings(self.err, [f for f in config.findings if f.level != "info"])
+        return config
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qfstack")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=".", envvar="QFSTACK_DIR", show_envvar=True,
+              help="Stack directory holding setup.env; files go to DIR/artifacts/.")
+@click.option("-v", "--verbose", count=True, help="-v: info log, -vv: debug log.")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="QFSTACK_CA_BUNDLE_FILE",
+              help="PEM file of CAs to trust for the identity provider "
+              "(default: the system store, or SSL_CERT_FILE).")
+@click.option("--insecure", is_flag=True,
+              help="Do not verify the identity provider's TLS certificate.")
+@click.option("--resolve", multiple=True, metavar="HOST:PORT:ADDRESS",
+              envvar="QFSTACK_RESOLVE", show_envvar=True,
+              help="Connect to ADDRESS for HOST:PORT (like curl --resolve); the "
+              "certificate is still checked against HOST.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    directory: Path,
+    verbose: int,
+    ca_bundle: Path | None,
+    insecure: bool,
+    resolve: Sequence[str],
+) -> None:
+    """Deploy and operate a self-hosted QuFabric stack with PocketID."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    err = _console()
+    if insecure:
+        err.print("[bold red]WARNING:[/] --insecure: the identity provider's TLS "
+                  "certificate is NOT verified; anyone on the path can impersonate "
+                  "it. Use --ca-bundle instead.")
+    items = [part for item in resolve for part in item.split()]
+    settings = HttpSettings(ca_bundle=ca_bundle, insecure=insecure,
+                            resolve=parse_resolve(items))
+    ctx.obj = Context(directory, verbose, settings, err)
+
+
+@cli.command()
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0,
+              show_default=True, help="Seconds to wait for readiness.")
+@pass_context
+def up(obj: Context, timeout: float) -> None:
+    """Render the configuration, start the stack and wait until it is healthy."""
+    config = obj.config()
+    progress = _Progress(obj.err)
+    obj.err.print(f"Starting project [bold]{config.project}[/] "
+                  f"(timeout {timeout:.0f}s)")
+    result = stack_up(config, obj.settings, timeout=timeout,
+                      on_progress=progress.update)
+    progress.done()
+    for check in result.checks:
+        obj.err.print(f"  [green]ok[/] {escape(check.name)}: {escape(check.detail)}")
+    obj.err.print(f"[green]Stack {result.project} is healthy[/] after "
+                  f"{result.seconds:.1f}s.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def status(obj: Context, as_json: bool) -> None:
+    """Show the services, their health and the identity provider's readiness."""
+    config = obj.config()
+    report = stack_status(config, obj.settings)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_status(report.as_dict())
+    if not report.healthy:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--volumes", is_flag=True,
+              help="Also remove the volumes (management data, certificates).")
+@click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
+@pass_context
+def down(obj: Context, volumes: bool, yes: bool) -> None:
+    """Stop and remove the containers; volumes are kept unless --volumes."""
+    config = obj.config()
+    if volumes and not yes:
+        obj.err.print("This removes the volumes of project "
+                      f"[bold]{config.project}[/]: management's database, signal's "
+                      "state, certificates" + (" and PocketID's users and keys"
+                                               if config.bundled_pocketid else "")
+                      + ". This cannot be undone.")
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to remove volumes without confirmation", [
+                Finding("error", "--volumes", "needs a confirmation.",
+                        "add --yes to confirm non-interactively.")])
+        click.confirm("Remove them?", abort=True, err=True)
+    stack_down(config, volumes=volumes)
+    obj.err.print(f"Stack {config.project} is down"
+                  + (" and its volumes are removed." if volumes else
+                     "; volumes are kept."))
+
+
+def show_findings(
+    err: Console, findings: Sequence[Finding], indent: str = ""
+) -> None:
+    for finding in findings:
+        style = "red" if finding.level == "error" else "yellow"
+        err.print(f"{indent}[{style}]{finding.level}[/]: {escape(str(finding))}")
+
+
+class _Progress:
+    """One updating line on a terminal; nothing otherwise."""
+
+    def __init__(self, err: Console) -> None:
+        self.err = err
+        self.live = err.is_terminal
+        self.shown = False
+
+    def update(self, elapsed: float, results: Sequence[CheckResult]) -> None:
+        if not self.live:
+            return
+        pending = next((r for r in results if not r.ok), None)
+        if pending is None:
+            return
+        text = f"waiting {elapsed:5.1f}s: {pending.name}: {pending.detail}"
+        width = max(20, self.err.width - 1)
+        self.err.file.write("\r\x1b[2K" + text[:width])
+        self.err.file.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.err.file.write("\r\x1b[2K")
+            self.err.file.flush()
+
+
+def _print_status(report: dict[str, object]) -> None:
+    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    table = Table(title=f"project {report['project']}")
+    for column in ("service", "state", "health", "ports"):
+        table.add_column(column)
+    services = report["services"]
+    assert isinstance(services, list)
+    for item in services:
+        table.add_row(escape(item["service"]), escape(item["state"]),
+                      escape(item["health"]), escape(", ".join(item["ports"])))
+    out.print(table)
+    idp = report["identity_provider"]
+    assert isinstance(idp, dict)
+    ready = "ready" if idp["ready"] else "NOT ready"
+    out.print(f"identity provider: {ready}: {escape(str(idp['detail']))}")
+    urls = report.get("urls")
+    if isinstance(urls, dict):
+        for name, url in urls.items():
+            out.print(f"{name}: {escape(str(url))}")
+    out.print(f"healthy: {'yes' if report['healthy'] else 'no'}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI, turning qfstack errors into messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "-vv", "--verbose") for a in args)
+    try:
+        cli.main(args=args, prog_name="qfstack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except QfstackError as exc:
+        _report(exc, verbose)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: files are intact; run `qfstack status` to see "
+                   "what is running.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+def _report(exc: QfstackError, verbose: bool) -> None:
+    err = _console()
+    if verbose:
+        err.print(escape("".join(traceback.format_exception(exc))))
+    err.print(f"[bold red]error:[/] {escape(exc.message)}")
+    if isinstance(exc, ConfigError):
+        show_findings(err, exc.findings, indent="  ")
+        return
+    for line in exc.details:
+        err.print(f"  {escape(line)}")

@@ -1,0 +1,1 @@
+"""A PocketID emulator for qfstack's tests: see ``emulator.py`` one level up."""
