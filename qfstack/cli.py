@@ -41,8 +41,7 @@ logger = logging.getLogger(__name__)
 
 def _console() -> Console:
     color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    return Console(stderr=True, no_color=not color, highlight=False,
-                   soft_wrap=True)
+    return Console(stderr=True, no_color=not color, highlight=False, soft_wrap=True)
 
 
 @dataclass
@@ -63,20 +62,37 @@ pass_context = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qfstack")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=".", envvar="QFSTACK_DIR", show_envvar=True,
-              help="Stack directory holding setup.env; files go to DIR/artifacts/.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    envvar="QFSTACK_DIR",
+    show_envvar=True,
+    help="Stack directory holding setup.env; files go to DIR/artifacts/.",
+)
 @click.option("-v", "--verbose", count=True, help="-v: info log, -vv: debug log.")
-@click.option("--ca-bundle", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="QFSTACK_CA_BUNDLE_FILE",
-              help="PEM file of CAs to trust for the identity provider "
-              "(default: the system store, or SSL_CERT_FILE).")
-@click.option("--insecure", is_flag=True,
-              help="Do not verify the identity provider's TLS certificate.")
-@click.option("--resolve", multiple=True, metavar="HOST:PORT:ADDRESS",
-              envvar="QFSTACK_RESOLVE", show_envvar=True,
-              help="Connect to ADDRESS for HOST:PORT (like curl --resolve); the "
-              "certificate is still checked against HOST.")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="QFSTACK_CA_BUNDLE_FILE",
+    help="PEM file of CAs to trust for the identity provider "
+    "(default: the system store, or SSL_CERT_FILE).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Do not verify the identity provider's TLS certificate.",
+)
+@click.option(
+    "--resolve",
+    multiple=True,
+    metavar="HOST:PORT:ADDRESS",
+    envvar="QFSTACK_RESOLVE",
+    show_envvar=True,
+    help="Connect to ADDRESS for HOST:PORT (like curl --resolve); the "
+    "certificate is still checked against HOST.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -88,36 +104,48 @@ def cli(
 ) -> None:
     """Deploy and operate a self-hosted QuFabric stack with PocketID."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     err = _console()
     if insecure:
-        err.print("[bold red]WARNING:[/] --insecure: the identity provider's TLS "
-                  "certificate is NOT verified; anyone on the path can impersonate "
-                  "it. Use --ca-bundle instead.")
+        err.print(
+            "[bold red]WARNING:[/] --insecure: the identity provider's TLS "
+            "certificate is NOT verified; anyone on the path can impersonate "
+            "it. Use --ca-bundle instead."
+        )
     items = [part for item in resolve for part in item.split()]
-    settings = HttpSettings(ca_bundle=ca_bundle, insecure=insecure,
-                            resolve=parse_resolve(items))
+    settings = HttpSettings(
+        ca_bundle=ca_bundle, insecure=insecure, resolve=parse_resolve(items)
+    )
     ctx.obj = Context(directory, verbose, settings, err)
 
 
 @cli.command()
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0,
-              show_default=True, help="Seconds to wait for readiness.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for readiness.",
+)
 @pass_context
 def up(obj: Context, timeout: float) -> None:
     """Render the configuration, start the stack and wait until it is healthy."""
     config = obj.config()
     progress = _Progress(obj.err)
-    obj.err.print(f"Starting project [bold]{config.project}[/] "
-                  f"(timeout {timeout:.0f}s)")
-    result = stack_up(config, obj.settings, timeout=timeout,
-                      on_progress=progress.update)
+    obj.err.print(
+        f"Starting project [bold]{config.project}[/] (timeout {timeout:.0f}s)"
+    )
+    result = stack_up(
+        config, obj.settings, timeout=timeout, on_progress=progress.update
+    )
     progress.done()
     for check in result.checks:
         obj.err.print(f"  [green]ok[/] {escape(check.name)}: {escape(check.detail)}")
-    obj.err.print(f"[green]Stack {result.project} is healthy[/] after "
-                  f"{result.seconds:.1f}s.")
+    obj.err.print(
+        f"[green]Stack {result.project} is healthy[/] after {result.seconds:.1f}s."
+    )
 
 
 @cli.command()
@@ -136,33 +164,45 @@ def status(obj: Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--volumes", is_flag=True,
-              help="Also remove the volumes (management data, certificates).")
+@click.option(
+    "--volumes",
+    is_flag=True,
+    help="Also remove the volumes (management data, certificates).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
 @pass_context
 def down(obj: Context, volumes: bool, yes: bool) -> None:
     """Stop and remove the containers; volumes are kept unless --volumes."""
     config = obj.config()
     if volumes and not yes:
-        obj.err.print("This removes the volumes of project "
-                      f"[bold]{config.project}[/]: management's database, signal's "
-                      "state, certificates" + (" and PocketID's users and keys"
-                                               if config.bundled_pocketid else "")
-                      + ". This cannot be undone.")
+        obj.err.print(
+            "This removes the volumes of project "
+            f"[bold]{config.project}[/]: management's database, signal's "
+            "state, certificates"
+            + (" and PocketID's users and keys" if config.bundled_pocketid else "")
+            + ". This cannot be undone."
+        )
         if not sys.stdin.isatty():
-            raise ConfigError("refusing to remove volumes without confirmation", [
-                Finding("error", "--volumes", "needs a confirmation.",
-                        "add --yes to confirm non-interactively.")])
+            raise ConfigError(
+                "refusing to remove volumes without confirmation",
+                [
+                    Finding(
+                        "error",
+                        "--volumes",
+                        "needs a confirmation.",
+                        "add --yes to confirm non-interactively.",
+                    )
+                ],
+            )
         click.confirm("Remove them?", abort=True, err=True)
     stack_down(config, volumes=volumes)
-    obj.err.print(f"Stack {config.project} is down"
-                  + (" and its volumes are removed." if volumes else
-                     "; volumes are kept."))
+    obj.err.print(
+        f"Stack {config.project} is down"
+        + (" and its volumes are removed." if volumes else "; volumes are kept.")
+    )
 
 
-def show_findings(
-    err: Console, findings: Sequence[Finding], indent: str = ""
-) -> None:
+def show_findings(err: Console, findings: Sequence[Finding], indent: str = "") -> None:
     for finding in findings:
         style = "red" if finding.level == "error" else "yellow"
         err.print(f"{indent}[{style}]{finding.level}[/]: {escape(str(finding))}")
@@ -202,8 +242,12 @@ def _print_status(report: dict[str, object]) -> None:
     services = report["services"]
     assert isinstance(services, list)
     for item in services:
-        table.add_row(escape(item["service"]), escape(item["state"]),
-                      escape(item["health"]), escape(", ".join(item["ports"])))
+        table.add_row(
+            escape(item["service"]),
+            escape(item["state"]),
+            escape(item["health"]),
+            escape(", ".join(item["ports"])),
+        )
     out.print(table)
     idp = report["identity_provider"]
     assert isinstance(idp, dict)
@@ -232,8 +276,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         _report(exc, verbose)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("\nInterrupted: files are intact; run `qfstack status` to see "
-                   "what is running.", err=True)
+        click.echo(
+            "\nInterrupted: files are intact; run `qfstack status` to see "
+            "what is running.",
+            err=True,
+        )
         sys.exit(EXIT_INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -298,24 +298,29 @@ class _Checker:
     def required(self, name: str, why: str = "") -> str:
         value = self.values.get(name, "")
         if not value:
-            self.error(name, f"is required{why} but is empty or missing.",
-                       f"set {name} in {SETUP_ENV}.")
+            self.error(
+                name,
+                f"is required{why} but is empty or missing.",
+                f"set {name} in {SETUP_ENV}.",
+            )
         return value
 
     def boolean(self, name: str) -> bool:
         value = self.raw(name)
         parsed = _parse_bool(value)
         if parsed is None:
-            self.error(name, f"is {value!r}, not a boolean.",
-                       "use true or false.")
+            self.error(name, f"is {value!r}, not a boolean.", "use true or false.")
             return False
         return parsed
 
     def port(self, name: str) -> int:
         value = self.raw(name)
         if not value.isdigit() or not 0 < int(value) < 65536:
-            self.error(name, f"is {value!r}, not a port number.",
-                       "use a number from 1 to 65535.")
+            self.error(
+                name,
+                f"is {value!r}, not a port number.",
+                "use a number from 1 to 65535.",
+            )
             return 0
         return int(value)
 
@@ -328,18 +333,27 @@ class _Checker:
     def url(self, name: str, value: str, *, path_allowed: bool = True) -> bool:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.error(name, f"is {value!r}, not an http(s) URL.",
-                       "write it as https://host[:port]/path.")
+            self.error(
+                name,
+                f"is {value!r}, not an http(s) URL.",
+                "write it as https://host[:port]/path.",
+            )
             return False
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            self.error(name, f"has an invalid port in {value!r}.",
-                       "use a port from 1 to 65535.")
+            self.error(
+                name,
+                f"has an invalid port in {value!r}.",
+                "use a port from 1 to 65535.",
+            )
             return False
         if not path_allowed and parts.path not in ("", "/"):
-            self.error(name, f"is {value!r}; a path is not allowed here.",
-                       "give only scheme, host and port.")
+            self.error(
+                name,
+                f"is {value!r}; a path is not allowed here.",
+                "give only scheme, host and port.",
+            )
             return False
         return True
 
@@ -348,7 +362,9 @@ class _Checker:
             if name in VARIABLES or name.startswith(EXTRA_PREFIX):
                 continue
             close = difflib.get_close_matches(name, list(VARIABLES), n=1, cutoff=0.8)
-            hint = f"did you mean {close[0]}?" if close else "remove it or fix its name."
+            hint = (
+                f"did you mean {close[0]}?" if close else "remove it or fix its name."
+            )
             if name.startswith(("QUFABRIC_", "QFSTACK_", "COTURN_")):
                 self.error(name, "is not a variable qfstack knows.", hint)
             else:
@@ -360,8 +376,11 @@ class _Checker:
 
         domain = self.required("QUFABRIC_DOMAIN")
         if domain and not _is_hostname(domain):
-            self.error("QUFABRIC_DOMAIN", f"is {domain!r}, not a host name.",
-                       "give the bare host name, without scheme, port or path.")
+            self.error(
+                "QUFABRIC_DOMAIN",
+                f"is {domain!r}, not a host name.",
+                "give the bare host name, without scheme, port or path.",
+            )
         local = domain in LOCAL_DOMAINS
         bundled = self.boolean("QFSTACK_BUNDLED_POCKETID")
 
@@ -369,16 +388,25 @@ class _Checker:
             "127.0.0.1" if local else "0.0.0.0"
         )
         if not _is_ip(bind_address):
-            self.error("QFSTACK_BIND_ADDRESS", f"is {bind_address!r}, not an IP address.",
-                       "use 0.0.0.0 to publish on every interface or 127.0.0.1.")
+            self.error(
+                "QFSTACK_BIND_ADDRESS",
+                f"is {bind_address!r}, not an IP address.",
+                "use 0.0.0.0 to publish on every interface or 127.0.0.1.",
+            )
 
         pocketid_port = self.port("QFSTACK_POCKETID_PORT")
-        pocketid_url = v.get("QFSTACK_POCKETID_URL") or f"http://localhost:{pocketid_port}"
-        if bundled and self.url("QFSTACK_POCKETID_URL", pocketid_url, path_allowed=False):
+        pocketid_url = (
+            v.get("QFSTACK_POCKETID_URL") or f"http://localhost:{pocketid_port}"
+        )
+        if bundled and self.url(
+            "QFSTACK_POCKETID_URL", pocketid_url, path_allowed=False
+        ):
             pocketid_url = pocketid_url.rstrip("/").lower()
 
         endpoint, internal_endpoint = self.identity_provider(bundled, pocketid_url)
-        authority = endpoint[: -len(WELL_KNOWN)] if endpoint.endswith(WELL_KNOWN) else ""
+        authority = (
+            endpoint[: -len(WELL_KNOWN)] if endpoint.endswith(WELL_KNOWN) else ""
+        )
 
         client_id = v.get("QUFABRIC_AUTH_CLIENT_ID", "")
         if not bundled:
@@ -387,34 +415,45 @@ class _Checker:
             client_id = "qufabric"
         audience = v.get("QUFABRIC_AUTH_AUDIENCE") or client_id
         if audience != client_id:
-            self.warn("QUFABRIC_AUTH_AUDIENCE",
-                      f"is {audience!r} but the client id is {client_id!r}; PocketID "
-                      "puts the client id in the token's audience.",
-                      "set QUFABRIC_AUTH_AUDIENCE to the client id.")
+            self.warn(
+                "QUFABRIC_AUTH_AUDIENCE",
+                f"is {audience!r} but the client id is {client_id!r}; PocketID "
+                "puts the client id in the token's audience.",
+                "set QUFABRIC_AUTH_AUDIENCE to the client id.",
+            )
 
         use_auth0 = self.boolean("QUFABRIC_USE_AUTH0")
         idp_manager = self.raw("QUFABRIC_MGMT_IDP")
         if use_auth0 and idp_manager == "pocketid":
-            self.error("QUFABRIC_USE_AUTH0", "is true, but the identity provider is "
-                       "PocketID.", "set QUFABRIC_USE_AUTH0=false.")
+            self.error(
+                "QUFABRIC_USE_AUTH0",
+                "is true, but the identity provider is PocketID.",
+                "set QUFABRIC_USE_AUTH0=false.",
+            )
 
         scopes = self.raw("QUFABRIC_AUTH_SUPPORTED_SCOPES")
         self.scopes("QUFABRIC_AUTH_SUPPORTED_SCOPES", scopes)
         for name in ("QUFABRIC_AUTH_REDIRECT_URI", "QUFABRIC_AUTH_SILENT_REDIRECT_URI"):
             if not self.raw(name).startswith("/"):
-                self.error(name, f"is {self.raw(name)!r}; it must be a path.",
-                           f"use a path starting with '/', e.g. {VARIABLES[name].default}.")
+                self.error(
+                    name,
+                    f"is {self.raw(name)!r}; it must be a path.",
+                    f"use a path starting with '/', e.g. {VARIABLES[name].default}.",
+                )
         token_source = self.choice("QUFABRIC_TOKEN_SOURCE", TOKEN_SOURCES)
 
-        device_provider = self.choice("QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER",
-                                      DEVICE_PROVIDERS)
+        device_provider = self.choice(
+            "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER", DEVICE_PROVIDERS
+        )
         device_client_id = v.get("QUFABRIC_AUTH_DEVICE_AUTH_CLIENT_ID", "")
         if device_provider == "none" and device_client_id:
-            self.warn("QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER",
-                      "is \"none\" but QUFABRIC_AUTH_DEVICE_AUTH_CLIENT_ID is set; "
-                      "qfstack honours \"none\" (the device flow stays off).",
-                      "set the provider to \"hosted\" to enable the device flow, or "
-                      "clear the device client id.")
+            self.warn(
+                "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER",
+                'is "none" but QUFABRIC_AUTH_DEVICE_AUTH_CLIENT_ID is set; '
+                'qfstack honours "none" (the device flow stays off).',
+                'set the provider to "hosted" to enable the device flow, or '
+                "clear the device client id.",
+            )
         device_scope = self.raw("QUFABRIC_AUTH_DEVICE_AUTH_SCOPE")
         if device_provider != "none":
             self.scopes("QUFABRIC_AUTH_DEVICE_AUTH_SCOPE", device_scope)
@@ -437,26 +476,35 @@ class _Checker:
         turn_min = self.port("QUFABRIC_TURN_MIN_PORT")
         turn_max = self.port("QUFABRIC_TURN_MAX_PORT")
         if turn_min and turn_max and turn_min > turn_max:
-            self.error("QUFABRIC_TURN_MIN_PORT",
-                       f"{turn_min} is above QUFABRIC_TURN_MAX_PORT {turn_max}.",
-                       "swap the two values.")
-        self.port_clashes({
-            "QUFABRIC_MGMT_API_PORT": mgmt_port,
-            "QUFABRIC_SIGNAL_PORT": signal_port,
-            "QUFABRIC_RELAY_PORT": relay_port,
-            "QFSTACK_DASHBOARD_HTTP_PORT": http_port,
-            "QFSTACK_DASHBOARD_HTTPS_PORT": https_port,
-            **({"QFSTACK_POCKETID_PORT": pocketid_port} if bundled else {}),
-        })
+            self.error(
+                "QUFABRIC_TURN_MIN_PORT",
+                f"{turn_min} is above QUFABRIC_TURN_MAX_PORT {turn_max}.",
+                "swap the two values.",
+            )
+        self.port_clashes(
+            {
+                "QUFABRIC_MGMT_API_PORT": mgmt_port,
+                "QUFABRIC_SIGNAL_PORT": signal_port,
+                "QUFABRIC_RELAY_PORT": relay_port,
+                "QFSTACK_DASHBOARD_HTTP_PORT": http_port,
+                "QFSTACK_DASHBOARD_HTTPS_PORT": https_port,
+                **({"QFSTACK_POCKETID_PORT": pocketid_port} if bundled else {}),
+            }
+        )
 
         turn_domain = v.get("QUFABRIC_TURN_DOMAIN") or domain
         turn_ip = v.get("QUFABRIC_TURN_EXTERNAL_IP", "")
         if turn_ip:
             self.turn_ip(turn_ip)
-        coturn_network = v.get("QFSTACK_COTURN_NETWORK") or ("bridge" if local else "host")
+        coturn_network = v.get("QFSTACK_COTURN_NETWORK") or (
+            "bridge" if local else "host"
+        )
         if coturn_network not in ("host", "bridge"):
-            self.error("QFSTACK_COTURN_NETWORK", f"is {coturn_network!r}.",
-                       "use host (public servers) or bridge (local stacks).")
+            self.error(
+                "QFSTACK_COTURN_NETWORK",
+                f"is {coturn_network!r}.",
+                "use host (public servers) or bridge (local stacks).",
+            )
         if coturn_network == "bridge" and "QUFABRIC_TURN_MAX_PORT" not in v:
             # Docker publishes each bridged port with its own proxy: keep the
             # relay range of a local stack small unless asked otherwise.
@@ -466,16 +514,21 @@ class _Checker:
         if store_engine in ("postgres", "mysql"):
             dsn = f"QUFABRIC_STORE_ENGINE_{store_engine.upper()}_DSN"
             if not v.get(dsn):
-                self.error(dsn, f"is required when the store engine is {store_engine}.",
-                           f"set {dsn} to the database's connection string.")
+                self.error(
+                    dsn,
+                    f"is required when the store engine is {store_engine}.",
+                    f"set {dsn} to the database's connection string.",
+                )
 
         ca_bundle = self.ca_bundle()
         scheme = "http" if local else "https"
         letsencrypt = "none" if (local or disable_le) else domain
         if letsencrypt != "none" and not v.get("QUFABRIC_LETSENCRYPT_EMAIL"):
-            self.warn("QUFABRIC_LETSENCRYPT_EMAIL",
-                      "is empty; Let's Encrypt will not send expiry notices.",
-                      "set it to an address you read, or disable Let's Encrypt.")
+            self.warn(
+                "QUFABRIC_LETSENCRYPT_EMAIL",
+                "is empty; Let's Encrypt will not send expiry notices.",
+                "set it to an address you read, or disable Let's Encrypt.",
+            )
 
         if any(f.level == "error" for f in self.findings):
             return None
@@ -533,33 +586,44 @@ class _Checker:
         endpoint = self.values.get(name, "")
         if bundled:
             if endpoint and endpoint != pocketid_url + WELL_KNOWN:
-                self.error(name, f"is {endpoint!r}, but the bundled PocketID serves "
-                           f"{pocketid_url + WELL_KNOWN}.",
-                           f"clear {name} (qfstack derives it) or set "
-                           "QFSTACK_POCKETID_URL.")
+                self.error(
+                    name,
+                    f"is {endpoint!r}, but the bundled PocketID serves "
+                    f"{pocketid_url + WELL_KNOWN}.",
+                    f"clear {name} (qfstack derives it) or set QFSTACK_POCKETID_URL.",
+                )
             return pocketid_url + WELL_KNOWN, f"http://pocketid:1411{WELL_KNOWN}"
         endpoint = self.required(name)
         if not endpoint or not self.url(name, endpoint):
             return endpoint, endpoint
         if not endpoint.endswith(WELL_KNOWN):
-            self.error(name, f"is {endpoint!r}; it must end with {WELL_KNOWN}.",
-                       f"use https://<pocketid host>{WELL_KNOWN}.")
+            self.error(
+                name,
+                f"is {endpoint!r}; it must end with {WELL_KNOWN}.",
+                f"use https://<pocketid host>{WELL_KNOWN}.",
+            )
         elif endpoint.endswith("/" + WELL_KNOWN):
-            self.error(name, "has a double slash before /.well-known; the issuer "
-                       "would end with '/' and not match PocketID's.",
-                       "remove the slash before /.well-known.")
+            self.error(
+                name,
+                "has a double slash before /.well-known; the issuer "
+                "would end with '/' and not match PocketID's.",
+                "remove the slash before /.well-known.",
+            )
         host = urlsplit(endpoint).hostname or ""
         if urlsplit(endpoint).scheme == "http" and not _is_loopback(host):
-            self.error(name, f"uses http:// for the non-local host {host}; tokens and "
-                       "keys would travel unencrypted.",
-                       "serve PocketID over https and use an https:// URL.")
+            self.error(
+                name,
+                f"uses http:// for the non-local host {host}; tokens and "
+                "keys would travel unencrypted.",
+                "serve PocketID over https and use an https:// URL.",
+            )
         return endpoint, endpoint
 
     def idp_manager(
         self, manager: str, bundled: bool, authority: str, pocketid_url: str
     ) -> dict[str, str]:
         extra = {
-            _extra_key(name[len(EXTRA_PREFIX):]): value
+            _extra_key(name[len(EXTRA_PREFIX) :]): value
             for name, value in self.values.items()
             if name.startswith(EXTRA_PREFIX)
         }
@@ -571,22 +635,30 @@ class _Checker:
         endpoint_var = EXTRA_PREFIX + "MANAGEMENT_ENDPOINT"
         endpoint = self.required(endpoint_var, " with QUFABRIC_MGMT_IDP=pocketid")
         self.required(EXTRA_PREFIX + "API_TOKEN", " with QUFABRIC_MGMT_IDP=pocketid")
-        if endpoint and self.url(endpoint_var, endpoint, path_allowed=False):
-            if authority and endpoint.rstrip("/") != authority.rstrip("/"):
-                self.warn(endpoint_var,
-                          f"is {endpoint!r} but the identity provider is at "
-                          f"{authority!r}; management calls PocketID's API there.",
-                          "use the PocketID base URL of the configuration endpoint.")
+        valid = endpoint and self.url(endpoint_var, endpoint, path_allowed=False)
+        if valid and authority and endpoint.rstrip("/") != authority.rstrip("/"):
+            self.warn(
+                endpoint_var,
+                f"is {endpoint!r} but the identity provider is at "
+                f"{authority!r}; management calls PocketID's API there.",
+                "use the PocketID base URL of the configuration endpoint.",
+            )
         return extra
 
     def scopes(self, name: str, scopes: str) -> None:
         words = scopes.split()
         if "openid" not in words:
-            self.error(name, f"is {scopes!r} and lacks 'openid'.",
-                       "add openid: \"openid profile email groups\".")
+            self.error(
+                name,
+                f"is {scopes!r} and lacks 'openid'.",
+                'add openid: "openid profile email groups".',
+            )
         elif "groups" not in words:
-            self.warn(name, f"is {scopes!r} and lacks 'groups'; QuFabric gets no "
-                      "group claims.", "add groups to the scopes.")
+            self.warn(
+                name,
+                f"is {scopes!r} and lacks 'groups'; QuFabric gets no group claims.",
+                "add groups to the scopes.",
+            )
 
     def pkce_ports(self) -> tuple[int, ...]:
         name = "QUFABRIC_AUTH_PKCE_REDIRECT_URL_PORTS"
@@ -594,8 +666,11 @@ class _Checker:
         ports: list[int] = []
         for item in raw.replace(" ", "").split(","):
             if not item.isdigit() or not 0 < int(item) < 65536:
-                self.error(name, f"has {item!r}, not a port number.",
-                           "give comma-separated ports, e.g. 53000.")
+                self.error(
+                    name,
+                    f"has {item!r}, not a port number.",
+                    "give comma-separated ports, e.g. 53000.",
+                )
                 continue
             ports.append(int(item))
         return tuple(ports)
@@ -604,8 +679,11 @@ class _Checker:
         seen: dict[int, str] = {}
         for name, port in ports.items():
             if port and port in seen:
-                self.error(name, f"uses port {port}, like {seen[port]}.",
-                           "give each published port its own number.")
+                self.error(
+                    name,
+                    f"uses port {port}, like {seen[port]}.",
+                    "give each published port its own number.",
+                )
             seen.setdefault(port, name)
 
     def turn_ip(self, value: str) -> None:
@@ -613,15 +691,26 @@ class _Checker:
         try:
             address = ipaddress.ip_address(value)
         except ValueError:
-            self.error(name, f"is {value!r}, which is not an IP address (a host name "
-                       "or a typo?).", "give the public IPv4 or IPv6 address.")
+            self.error(
+                name,
+                f"is {value!r}, which is not an IP address (a host name or a typo?).",
+                "give the public IPv4 or IPv6 address.",
+            )
             return
         if address.is_unspecified or address.is_multicast or address.is_loopback:
-            self.error(name, f"is {value}, which peers cannot reach (unspecified, "
-                       "loopback or multicast).", "give the host's public address.")
+            self.error(
+                name,
+                f"is {value}, which peers cannot reach (unspecified, "
+                "loopback or multicast).",
+                "give the host's public address.",
+            )
         elif address.is_private:
-            self.warn(name, f"is {value}, a private address; peers outside that "
-                      "network cannot reach TURN.", "give the public address.")
+            self.warn(
+                name,
+                f"is {value}, a private address; peers outside that "
+                "network cannot reach TURN.",
+                "give the public address.",
+            )
 
     def ca_bundle(self) -> Path | None:
         value = self.values.get("QFSTACK_CA_BUNDLE", "")
@@ -629,8 +718,11 @@ class _Checker:
             return None
         path = Path(value).expanduser()
         if not path.is_file():
-            self.error("QFSTACK_CA_BUNDLE", f"names {value}, which is not a file.",
-                       "give the path of a PEM file with the CA certificates.")
+            self.error(
+                "QFSTACK_CA_BUNDLE",
+                f"names {value}, which is not a file.",
+                "give the path of a PEM file with the CA certificates.",
+            )
             return None
         return path.resolve()
 
@@ -638,8 +730,11 @@ class _Checker:
         name = self.values.get("QFSTACK_PROJECT") or directory.name
         project = re.sub(r"[^a-z0-9_-]", "", name.lower()).lstrip("-_")
         if not project:
-            self.error("QFSTACK_PROJECT", f"cannot make a project name of {name!r}.",
-                       "set QFSTACK_PROJECT to lower-case letters and digits.")
+            self.error(
+                "QFSTACK_PROJECT",
+                f"cannot make a project name of {name!r}.",
+                "set QFSTACK_PROJECT to lower-case letters and digits.",
+            )
         return project
 
     def images(self) -> Images:
@@ -667,12 +762,15 @@ def _shell_overrides(
         exported = environ.get(name)
         if exported is not None and exported != value:
             shown = "a different value" if is_secret(name) else repr(exported)
-            findings.append(Finding(
-                "warning", name,
-                f"the shell exports {shown}, which differs from {SETUP_ENV}; "
-                f"qfstack uses {SETUP_ENV}.",
-                f"`unset {name}` so other tools do not pick up the stale value.",
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    f"the shell exports {shown}, which differs from {SETUP_ENV}; "
+                    f"qfstack uses {SETUP_ENV}.",
+                    f"`unset {name}` so other tools do not pick up the stale value.",
+                )
+            )
     return findings
 
 

@@ -56,9 +56,16 @@ def format_env(values: Mapping[str, str], header: str = "") -> str:
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     for name, value in values.items():
         if "'" in value or "\n" in value:
-            raise ConfigError(f"{name} cannot be written", [Finding(
-                "error", name, "contains a single quote or a line break.",
-                "remove that character from the value.",
-            )])
+            raise ConfigError(
+                f"{name} cannot be written",
+                [
+                    Finding(
+                        "error",
+                        name,
+                        "contains a single quote or a line break.",
+                        "remove that character from the value.",
+                    )
+                ],
+            )
         lines.append(f"{name}='{value}'")
     return "\n".join(lines) + "\n"

@@ -38,8 +38,10 @@ def effective_settings(config: Config, settings: HttpSettings) -> HttpSettings:
     if settings.ca_bundle is None and config.ca_bundle is not None:
         settings = replace(settings, ca_bundle=config.ca_bundle)
     if config.bundled_pocketid:
-        aliases = {config.pocketid_internal_url: config.pocketid_url,
-                   **settings.aliases}
+        aliases = {
+            config.pocketid_internal_url: config.pocketid_url,
+            **settings.aliases,
+        }
         settings = replace(settings, aliases=aliases)
     return settings
 
@@ -78,8 +80,9 @@ def up(
 
         stack.up()
         services = ServicesCheck(stack, stack.services())
-        checks = wait_until_ready([idp, services], _left(deadline),
-                                  on_progress=on_progress)
+        checks = wait_until_ready(
+            [idp, services], _left(deadline), on_progress=on_progress
+        )
 
     seconds = time.monotonic() - start
     _write_state(config, {"healthy": True, "since": _now(), "seconds": seconds})
@@ -101,17 +104,28 @@ class Status:
 
     @property
     def healthy(self) -> bool:
-        return (bool(self.services) and not self.missing
-                and all(s.ready for s in self.services)
-                and self.identity_provider.ok)
+        return (
+            bool(self.services)
+            and not self.missing
+            and all(s.ready for s in self.services)
+            and self.identity_provider.ok
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "project": self.project,
             "healthy": self.healthy,
             "services": [s.as_dict() for s in self.services]
-            + [{"service": name, "state": "missing", "health": "none",
-                "status": "", "ports": []} for name in self.missing],
+            + [
+                {
+                    "service": name,
+                    "state": "missing",
+                    "health": "none",
+                    "status": "",
+                    "ports": [],
+                }
+                for name in self.missing
+            ],
             "identity_provider": {
                 "ready": self.identity_provider.ok,
                 "issuer": self.issuer,
@@ -143,8 +157,11 @@ def urls(config: Config) -> dict[str, str]:
     port = config.dashboard_http_port if config.local else config.dashboard_https_port
     default = 80 if config.local else 443
     dashboard = f"{scheme}://{config.domain}" + ("" if port == default else f":{port}")
-    result = {"dashboard": dashboard, "management": config.mgmt_endpoint,
-              "identity_provider": config.authority}
+    result = {
+        "dashboard": dashboard,
+        "management": config.mgmt_endpoint,
+        "identity_provider": config.authority,
+    }
     return result
 
 
@@ -162,8 +179,9 @@ def _write_state(config: Config, state: dict[str, Any]) -> None:
 def _clear_state(config: Config) -> None:
     path = config.artifacts / STATE_FILE
     if path.exists():
-        write_atomic(path, json.dumps({"project": config.project, "healthy": False})
-                     + "\n")
+        write_atomic(
+            path, json.dumps({"project": config.project, "healthy": False}) + "\n"
+        )
 
 
 def _now() -> str:

@@ -47,10 +47,17 @@ def parse_resolve(items: list[str]) -> dict[str, str]:
         host, sep, rest = item.partition(":")
         port, sep2, address = rest.partition(":")
         if not (sep and sep2 and host and port.isdigit() and address):
-            raise ConfigError("invalid --resolve", [Finding(
-                "error", "--resolve", f"{item!r} is not HOST:PORT:ADDRESS.",
-                "write it like pocketid.example.com:443:127.0.0.1.",
-            )])
+            raise ConfigError(
+                "invalid --resolve",
+                [
+                    Finding(
+                        "error",
+                        "--resolve",
+                        f"{item!r} is not HOST:PORT:ADDRESS.",
+                        "write it like pocketid.example.com:443:127.0.0.1.",
+                    )
+                ],
+            )
         result[f"{host.lower()}:{port}"] = address.strip("[]")
     return result
 
@@ -66,10 +73,17 @@ def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=str(bundle) if bundle else None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("cannot load the CA bundle", [Finding(
-            "error", "--ca-bundle", f"{bundle} could not be loaded ({exc}).",
-            "give a readable PEM file of CA certificates.",
-        )]) from exc
+        raise ConfigError(
+            "cannot load the CA bundle",
+            [
+                Finding(
+                    "error",
+                    "--ca-bundle",
+                    f"{bundle} could not be loaded ({exc}).",
+                    "give a readable PEM file of CA certificates.",
+                )
+            ],
+        ) from exc
 
 
 def _env_bundle() -> Path | None:
@@ -89,13 +103,16 @@ class _Transport(httpx.HTTPTransport):
         url = str(request.url)
         for prefix, target in self._aliases.items():
             if url.startswith(prefix):
-                request.url = httpx.URL(target + url[len(prefix):])
+                request.url = httpx.URL(target + url[len(prefix) :])
                 request.headers["Host"] = request.url.netloc.decode()
                 break
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         address = self._resolve.get(f"{request.url.host}:{port}")
         if address is not None:
-            request.extensions = {**request.extensions, "sni_hostname": request.url.host}
+            request.extensions = {
+                **request.extensions,
+                "sni_hostname": request.url.host,
+            }
             request.url = request.url.copy_with(host=address)
         return super().handle_request(request)
 
@@ -145,12 +162,15 @@ def fetch_json(client: httpx.Client, url: str, check: str) -> Any:
         response = client.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
         raise IdentityProviderError(
-            check, f"GET {url} failed: {describe(exc)}", fix=_connection_fix(exc),
+            check,
+            f"GET {url} failed: {describe(exc)}",
+            fix=_connection_fix(exc),
             permanent=is_tls_error(exc),
         ) from None
     if response.status_code != 200:
         raise IdentityProviderError(
-            check, f"GET {url} answered {response.status_code} {_snippet(response)}",
+            check,
+            f"GET {url} answered {response.status_code} {_snippet(response)}",
             fix="check that the URL points at PocketID and that it has started.",
         )
     try:
@@ -158,8 +178,8 @@ def fetch_json(client: httpx.Client, url: str, check: str) -> Any:
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
         raise IdentityProviderError(
-            check, f"GET {url} answered 200 but not with JSON ({kind}): "
-            f"{_snippet(response)}",
+            check,
+            f"GET {url} answered 200 but not with JSON ({kind}): {_snippet(response)}",
             fix="the URL reaches a web page, not PocketID's discovery document; "
             "check the host, port and reverse proxy.",
         ) from None
@@ -174,7 +194,8 @@ def fetch_discovery(client: httpx.Client, url: str, authority: str) -> Discovery
     missing = [name for name in REQUIRED_FIELDS if not discovery.field(name)]
     if missing:
         raise IdentityProviderError(
-            "discovery", f"the document at {url} lacks {', '.join(missing)}.",
+            "discovery",
+            f"the document at {url} lacks {', '.join(missing)}.",
             fix="check that the URL is PocketID's discovery document.",
         )
     check_issuer(discovery.issuer, authority)
@@ -205,11 +226,14 @@ def fetch_jwks(client: httpx.Client, url: str) -> list[Mapping[str, Any]]:
     body = fetch_json(client, url, "jwks")
     keys = body.get("keys") if isinstance(body, dict) else None
     if not isinstance(keys, list):
-        raise IdentityProviderError("jwks", f"{url} has no \"keys\" list.")
-    usable = [key for key in keys if isinstance(key, dict) and key.get("kty")]
+        raise IdentityProviderError("jwks", f'{url} has no "keys" list.')
+    usable: list[Mapping[str, Any]] = [
+        key for key in keys if isinstance(key, dict) and key.get("kty")
+    ]
     if not usable:
         raise IdentityProviderError(
-            "jwks", f"{url} holds no signing key, so no token can be verified.",
+            "jwks",
+            f"{url} holds no signing key, so no token can be verified.",
             fix="wait for PocketID to create its key, or check its data volume.",
         )
     return usable
@@ -228,12 +252,16 @@ def _connection_fix(exc: BaseException) -> str:
     for inner in _chain(exc):
         if isinstance(inner, ssl.SSLCertVerificationError):
             if "hostname" in (inner.verify_message or ""):
-                return "the certificate does not name this host; use the host name "\
+                return (
+                    "the certificate does not name this host; use the host name "
                     "it was issued for."
+                )
             if "expired" in (inner.verify_message or ""):
                 return "renew the identity provider's certificate."
-            return "trust the CA that signed it with --ca-bundle FILE or "\
+            return (
+                "trust the CA that signed it with --ca-bundle FILE or "
                 "SSL_CERT_FILE (or, for a throwaway test only, --insecure)."
+            )
     if isinstance(exc, httpx.ConnectError):
         return "check that the identity provider runs and the host and port are right."
     if isinstance(exc, httpx.TimeoutException):
@@ -266,5 +294,11 @@ def origin(url: str) -> str:
 
 def snapshot(discovery: Discovery) -> str:
     """The discovery document as written into artifacts/."""
-    return json.dumps({"url": discovery.url, "document": discovery.document},
-                      indent=2, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {"url": discovery.url, "document": discovery.document},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )

@@ -72,11 +72,13 @@ class IdentityProviderCheck:
             keys = fetch_jwks(self.client, discovery.jwks_uri)
         except IdentityProviderError as exc:
             detail = exc.detail + (f" Fix: {exc.fix}" if exc.fix else "")
-            return CheckResult(f"{self.name} ({exc.check})", False, detail,
-                               permanent=exc.permanent)
+            return CheckResult(
+                f"{self.name} ({exc.check})", False, detail, permanent=exc.permanent
+            )
         self.discovery = discovery
-        return CheckResult(self.name, True,
-                           f"issuer {discovery.issuer}, {len(keys)} signing key(s)")
+        return CheckResult(
+            self.name, True, f"issuer {discovery.issuer}, {len(keys)} signing key(s)"
+        )
 
     def _healthz(self) -> CheckResult | None:
         """PocketID's /healthz is cheap and not rate limited: ask it first."""
@@ -86,11 +88,15 @@ class IdentityProviderCheck:
         try:
             response = self.client.get(url)
         except httpx.HTTPError as exc:
-            return CheckResult(f"{self.name} (health)", False,
-                               f"GET {url} failed: {exc}")
+            return CheckResult(
+                f"{self.name} (health)", False, f"GET {url} failed: {exc}"
+            )
         if response.status_code not in (200, 204):
-            return CheckResult(f"{self.name} (health)", False,
-                               f"GET {url} answered {response.status_code}")
+            return CheckResult(
+                f"{self.name} (health)",
+                False,
+                f"GET {url} answered {response.status_code}",
+            )
         return None
 
 
@@ -115,14 +121,20 @@ class ServicesCheck:
                 pending.append(f"{service}: no container")
             elif state.state in FAILED_STATES:
                 return CheckResult(
-                    f"service {service}", False,
+                    f"service {service}",
+                    False,
                     f"{state.state} ({state.status}), exit code {state.exit_code}",
-                    permanent=True, evidence=self.stack.logs(service),
+                    permanent=True,
+                    evidence=self.stack.logs(service),
                 )
             elif state.health == "unhealthy":
-                return CheckResult(f"service {service}", False,
-                                   f"unhealthy ({state.status})", permanent=True,
-                                   evidence=self.stack.logs(service))
+                return CheckResult(
+                    f"service {service}",
+                    False,
+                    f"unhealthy ({state.status})",
+                    permanent=True,
+                    evidence=self.stack.logs(service),
+                )
             elif not state.ready:
                 pending.append(f"{service}: {state.state}, health {state.health}")
         if pending:
@@ -136,8 +148,9 @@ class ServicesCheck:
             service = item.split(":", 1)[0]
             if service in self.services:
                 lines.append(f"last log lines of {service}:")
-                lines.extend(f"  {line}" for line in self.stack.logs(service) or
-                             ["(no output)"])
+                lines.extend(
+                    f"  {line}" for line in self.stack.logs(service) or ["(no output)"]
+                )
         return lines
 
 
@@ -175,7 +188,11 @@ def wait_until_ready(
         if now >= deadline:
             raise NotReadyError(
                 f"not ready after {timeout:.0f}s",
-                [_pending(check, r) for check, r in zip(checks, results) if not r.ok],
+                [
+                    _pending(check, r)
+                    for check, r in zip(checks, results, strict=True)
+                    if not r.ok
+                ],
             )
         time.sleep(min(interval, max(0.0, deadline - now)))
 

@@ -43,7 +43,8 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
     device_endpoint = discovery.field("device_authorization_endpoint")
     if config.device_provider != "none" and not device_endpoint:
         raise IdentityProviderError(
-            "discovery", "the document has no device_authorization_endpoint but "
+            "discovery",
+            "the document has no device_authorization_endpoint but "
             "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER is "
             f"{config.device_provider!r}.",
             fix="set QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER=none.",
@@ -54,15 +55,18 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
     if config.bundled_pocketid:
         extra["ApiToken"] = config.get("QFSTACK_POCKETID_STATIC_API_KEY")
     return {
-        "Stuns": [{"Proto": "udp", "URI": f"stun:{turn_uri}", "Username": "",
-                   "Password": ""}],
+        "Stuns": [
+            {"Proto": "udp", "URI": f"stun:{turn_uri}", "Username": "", "Password": ""}
+        ],
         "TURNConfig": {
-            "Turns": [{
-                "Proto": "udp",
-                "URI": f"turn:{turn_uri}",
-                "Username": config.turn_user,
-                "Password": config.get("QUFABRIC_TURN_PASSWORD"),
-            }],
+            "Turns": [
+                {
+                    "Proto": "udp",
+                    "URI": f"turn:{turn_uri}",
+                    "Username": config.turn_user,
+                    "Password": config.get("QUFABRIC_TURN_PASSWORD"),
+                }
+            ],
             "CredentialsTTL": "12h",
             "Secret": config.get("QUFABRIC_TURN_PASSWORD"),
             "TimeBasedCredentials": False,
@@ -148,7 +152,8 @@ def _required(discovery: Discovery, name: str) -> str:
     value = discovery.field(name)
     if not value:
         raise IdentityProviderError(
-            "discovery", f"the document at {discovery.url} has no {name}.",
+            "discovery",
+            f"the document at {discovery.url} has no {name}.",
             fix="check that the configuration endpoint is PocketID's.",
         )
     return value
@@ -247,7 +252,9 @@ def compose_env(config: Config, hashes: dict[str, str]) -> dict[str, str]:
         "QFS_IMAGE_COTURN": images.coturn,
         "QFS_IMAGE_POCKETID": images.pocketid,
     }
-    env.update({f"QFS_{name.upper()}_CONFIG_HASH": value for name, value in hashes.items()})
+    env.update(
+        {f"QFS_{name.upper()}_CONFIG_HASH": value for name, value in hashes.items()}
+    )
     return env
 
 
@@ -265,16 +272,20 @@ def render(config: Config, discovery: Discovery) -> Rendered:
     files: list[tuple[str, str, int]] = [
         ("management.json", management, PRIVATE),
         ("turnserver.conf", turnserver, PRIVATE),
-        ("dashboard.env", format_env(dashboard_env(config, discovery), _HEADER),
-         PRIVATE),
+        (
+            "dashboard.env",
+            format_env(dashboard_env(config, discovery), _HEADER),
+            PRIVATE,
+        ),
         ("relay.env", format_env(relay_env(config), _HEADER), PRIVATE),
         ("management.env", format_env(management_env(config), _HEADER), PRIVATE),
         ("compose.env", format_env(compose_env(config, hashes), _HEADER), PUBLIC),
         ("discovery.json", snapshot(discovery), PUBLIC),
     ]
     if config.bundled_pocketid:
-        files.append(("pocketid.env", format_env(pocketid_env(config), _HEADER),
-                      PRIVATE))
+        files.append(
+            ("pocketid.env", format_env(pocketid_env(config), _HEADER), PRIVATE)
+        )
     paths, changed = [], []
     for name, text, mode in files:
         path = out / name
@@ -288,12 +299,13 @@ def render(config: Config, discovery: Discovery) -> Rendered:
 def render_bootstrap(config: Config) -> Path:
     """The files needed to start the bundled PocketID before discovery exists."""
     out = config.artifacts
-    write_atomic(out / "pocketid.env", format_env(pocketid_env(config), _HEADER),
-                 mode=PRIVATE)
+    write_atomic(
+        out / "pocketid.env", format_env(pocketid_env(config), _HEADER), mode=PRIVATE
+    )
     path = out / "compose.env"
     previous = dotenv_values(path, interpolate=False) if path.is_file() else {}
     hashes = {
-        key[len("QFS_"):-len("_CONFIG_HASH")].lower(): value or ""
+        key[len("QFS_") : -len("_CONFIG_HASH")].lower(): value or ""
         for key, value in previous.items()
         if key.endswith("_CONFIG_HASH")
     }

@@ -66,7 +66,9 @@ def ensure_secrets(config: Config) -> Config:
     for name in wanted:
         configured = config.values.get(name, "")
         if name == ENCRYPTION_KEY:
-            value, updated = _encryption_key(directory, configured, stored.get(name, ""))
+            value, updated = _encryption_key(
+                directory, configured, stored.get(name, "")
+            )
         elif configured:
             value, updated = configured, False
         elif stored.get(name):
@@ -78,7 +80,10 @@ def ensure_secrets(config: Config) -> Config:
         changed |= updated and not configured
 
     if changed:
-        keep = {**stored, **{k: v for k, v in result.items() if not config.values.get(k)}}
+        keep = {
+            **stored,
+            **{k: v for k, v in result.items() if not config.values.get(k)},
+        }
         write_atomic(directory / SECRETS_ENV, format_env(keep, _HEADER), mode=0o600)
     return config.with_secrets(result)
 
@@ -87,19 +92,30 @@ def _encryption_key(directory: Path, configured: str, stored: str) -> tuple[str,
     """Pick the datastore key; returns (key, whether secrets.env must change)."""
     written = written_encryption_key(directory)
     if configured and written and configured != written:
-        raise ConfigError("the datastore encryption key would change", [Finding(
-            "error", ENCRYPTION_KEY,
-            "differs from the key management already uses (in "
-            "artifacts/management.json); the data encrypted with it would be lost.",
-            f"remove {ENCRYPTION_KEY} from setup.env, or restore the key that "
-            "management.json holds.",
-        )])
+        raise ConfigError(
+            "the datastore encryption key would change",
+            [
+                Finding(
+                    "error",
+                    ENCRYPTION_KEY,
+                    "differs from the key management already uses (in "
+                    "artifacts/management.json); the data encrypted with it would "
+                    "be lost.",
+                    f"remove {ENCRYPTION_KEY} from setup.env, or restore the key that "
+                    "management.json holds.",
+                )
+            ],
+        )
     if configured:
         return configured, False
     if written:
         if stored and stored != written:
-            logger.warning("%s in %s differs from management.json; keeping the one "
-                           "management uses", ENCRYPTION_KEY, SECRETS_ENV)
+            logger.warning(
+                "%s in %s differs from management.json; keeping the one "
+                "management uses",
+                ENCRYPTION_KEY,
+                SECRETS_ENV,
+            )
         return written, written != stored
     if stored:
         return stored, False

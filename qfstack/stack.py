@@ -62,8 +62,13 @@ class ServiceState:
         return self.state == "running" and self.health == "healthy"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "state": self.state, "health": self.health,
-                "status": self.status, "ports": list(self.ports)}
+        return {
+            "service": self.service,
+            "state": self.state,
+            "health": self.health,
+            "status": self.status,
+            "ports": list(self.ports),
+        }
 
 
 class Stack:
@@ -71,7 +76,7 @@ class Stack:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.files = compose_files(config)
+        self.files: list[str | Path] = list(compose_files(config))
         self.docker = DockerClient(
             compose_files=self.files,
             compose_project_name=config.project,
@@ -109,8 +114,10 @@ class Stack:
     def logs(self, service: str, tail: int = 20) -> list[str]:
         """The last lines a service logged (empty when it cannot be read)."""
         try:
-            out = self._run(["logs", "--no-color", "--no-log-prefix",
-                             f"--tail={tail}", service], "read logs")
+            out = self._run(
+                ["logs", "--no-color", "--no-log-prefix", f"--tail={tail}", service],
+                "read logs",
+            )
         except ComposeError:
             return []
         return out.splitlines()[-tail:]
@@ -129,13 +136,16 @@ class Stack:
         except DockerException as exc:
             raise ComposeError(
                 f"docker compose could not {what} (exit {exc.return_code})",
-                argv=exc.docker_command, returncode=exc.return_code,
+                argv=exc.docker_command,
+                returncode=exc.return_code,
                 stderr=exc.stderr or "",
             ) from None
         except FileNotFoundError as exc:
             raise ComposeError(
                 f"cannot run docker: {exc}; install Docker and the Compose plugin",
-                argv=[str(c) for c in command], returncode=127, stderr="",
+                argv=[str(c) for c in command],
+                returncode=127,
+                stderr="",
             ) from None
 
 
