@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.console import Console
@@ -26,15 +27,19 @@ from qfstack.config import Config, load_config
 from qfstack.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     ConfigError,
     Finding,
     QfstackError,
 )
+from qfstack.lifecycle import compose_config, render_stack, secret_values
 from qfstack.lifecycle import down as stack_down
 from qfstack.lifecycle import status as stack_status
 from qfstack.lifecycle import up as stack_up
 from qfstack.oidc import HttpSettings, parse_resolve
 from qfstack.readiness import CheckResult
+from qfstack.secrets import redact
+from qfstack.setup_env import init_setup_env, init_values, read_existing
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +205,109 @@ def down(obj: Context, volumes: bool, yes: bool) -> None:
         f"Stack {config.project} is down"
         + (" and its volumes are removed." if volumes else "; volumes are kept.")
     )
+
+
+@cli.command()
+@pass_context
+def validate(obj: Context) -> None:
+    """Check setup.env and report every problem at once (exit 2 on errors)."""
+    try:
+        config = load_config(obj.directory)
+    except ConfigError as exc:
+        show_findings(obj.err, exc.findings)
+        obj.err.print(f"[red]{escape(exc.message)}[/]")
+        sys.exit(EXIT_USAGE)
+    show_findings(obj.err, config.findings)
+    warnings = sum(1 for f in config.findings if f.level == "warning")
+    obj.err.print(f"[green]setup.env is valid[/] ({warnings} warning(s)).")
+
+
+@cli.command()
+@pass_context
+def render(obj: Context) -> None:
+    """Write artifacts/ from setup.env and the identity provider's discovery."""
+    config = obj.config()
+    rendered = render_stack(config, obj.settings)
+    for path in rendered.paths:
+        click.echo(str(path))
+    obj.err.print(f"{len(rendered.changed)} of {len(rendered.paths)} file(s) changed.")
+
+
+@cli.command("config")
+@click.option("--show-secrets", is_flag=True, help="Print secrets unmasked.")
+@pass_context
+def config_command(obj: Context, show_secrets: bool) -> None:
+    """Print the merged Compose configuration (secrets masked)."""
+    config = obj.config()
+    text = compose_config(config)
+    if show_secrets:
+        obj.err.print("[yellow]warning:[/] printing secrets unmasked.")
+    else:
+        text = redact(text, secret_values(config))
+    click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--domain", help="Public host name of the stack (QUFABRIC_DOMAIN).")
+@click.option("--pocketid-url", help="Base URL of an existing PocketID (https).")
+@click.option("--client-id", help="The OIDC client id PocketID gave QuFabric.")
+@click.option(
+    "--api-token-file",
+    type=click.File("r"),
+    help="File (or - for stdin) holding PocketID's API key.",
+)
+@click.option(
+    "--bundled-pocketid",
+    is_flag=True,
+    help="Run PocketID inside the stack (local and demo stacks).",
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set any other setup.env variable (repeatable).",
+)
+@click.option("--non-interactive", is_flag=True, help="Never prompt.")
+@pass_context
+def init(
+    obj: Context,
+    domain: str | None,
+    pocketid_url: str | None,
+    client_id: str | None,
+    api_token_file: TextIO | None,
+    bundled_pocketid: bool,
+    assignments: Sequence[str],
+    non_interactive: bool,
+) -> None:
+    """Write or update setup.env; secrets are generated once, never replaced."""
+    existing = read_existing(obj.directory)
+    interactive = not non_interactive and sys.stdin.isatty()
+    token = api_token_file.read().strip() if api_token_file else None
+    requested = init_values(
+        existing,
+        domain=domain,
+        pocketid_url=pocketid_url,
+        client_id=client_id,
+        api_token=token,
+        bundled=bundled_pocketid or None,
+        assignments=assignments,
+        prompt=_prompt if interactive else None,
+    )
+    result = init_setup_env(obj.directory, existing, requested, os.environ)
+    if not result.changed:
+        obj.err.print(f"{result.path} already says that; nothing changed.")
+        return
+    if result.backup:
+        obj.err.print(f"Kept the previous file as {result.backup.name}.")
+    shown = [
+        n if n not in result.generated else f"{n} (generated)" for n in result.changed
+    ]
+    obj.err.print(f"Wrote {result.path}: " + ", ".join(shown))
+
+
+def _prompt(name: str, text: str, secret: bool) -> str:
+    return str(click.prompt(text, hide_input=secret, err=True))
 
 
 def show_findings(err: Console, findings: Sequence[Finding], indent: str = "") -> None:

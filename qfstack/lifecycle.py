@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from qfstack.config import SERVICES, Config
+from qfstack.config import SERVICES, VARIABLES, Config, is_secret
 from qfstack.errors import IdentityProviderError
 from qfstack.files import write_atomic
-from qfstack.oidc import HttpSettings, http_client
+from qfstack.oidc import HttpSettings, fetch_discovery, fetch_jwks, http_client
 from qfstack.readiness import (
     CheckResult,
     IdentityProviderCheck,
@@ -25,7 +25,7 @@ from qfstack.readiness import (
     wait_until_ready,
 )
 from qfstack.render import Rendered, render, render_bootstrap
-from qfstack.secrets import ensure_secrets
+from qfstack.secrets import ensure_secrets, read_stored
 from qfstack.stack import ServiceState, Stack
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,48 @@ def up(
     seconds = time.monotonic() - start
     _write_state(config, {"healthy": True, "since": _now(), "seconds": seconds})
     return UpResult(config.project, rendered, checks, seconds)
+
+
+def render_stack(config: Config, settings: HttpSettings) -> Rendered:
+    """Fetch and check the discovery document once, then write artifacts/."""
+    config = ensure_secrets(config)
+    with http_client(effective_settings(config, settings)) as client:
+        try:
+            discovery = fetch_discovery(
+                client, config.configuration_endpoint, config.authority
+            )
+            fetch_jwks(client, discovery.jwks_uri)
+        except IdentityProviderError as exc:
+            if config.bundled_pocketid:
+                exc.details.append(
+                    "The bundled PocketID answers only while the stack runs: "
+                    "`qfstack up` renders and starts it."
+                )
+            raise
+    return render(config, discovery)
+
+
+def compose_config(config: Config) -> str:
+    """The merged Compose configuration, as `docker compose config` prints it."""
+    return Stack(config).config_yaml()
+
+
+def secret_values(config: Config) -> dict[str, str]:
+    """Every secret value the configuration knows, for masking output."""
+    known = {**config.values, **config.secrets}
+    known.update(read_stored(config.directory))
+    return {
+        name: value
+        for name, value in known.items()
+        if value
+        and (
+            is_secret(name)
+            or (
+                name not in VARIABLES
+                and name.endswith(("TOKEN", "SECRET", "PASSWORD", "KEY"))
+            )
+        )
+    }
 
 
 def _left(deadline: float) -> float:
@@ -186,6 +228,3 @@ def _clear_state(config: Config) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-__all__ = ["IdentityProviderError", "Status", "UpResult", "down", "status", "up"]

@@ -122,6 +122,9 @@ class Stack:
             return []
         return out.splitlines()[-tail:]
 
+    def config_yaml(self) -> str:
+        return self._run(["config"], "render the compose configuration") + "\n"
+
     def config_json(self) -> Any:
         return self._compose_json(["config", "--format", "json"])
 

@@ -55,8 +55,10 @@ def main() -> int:
     if code != 0:
         return code
     subprocess.call([*qfstack, "status"], env=env)
-    print("demo: the stack runs on local stand-in images; stop it with "
-          "`make demo-down`.", file=sys.stderr)
+    print(
+        "demo: the stack runs on local stand-in images; stop it with `make demo-down`.",
+        file=sys.stderr,
+    )
     return 0
 
 
