@@ -65,7 +65,19 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns qfstack errors into a message and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except QfstackError as exc:
+            verbose = isinstance(ctx.obj, Context) and ctx.obj.verbose > 0
+            _report(exc, verbose)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qfstack")
 @click.option(
     "--dir",
@@ -373,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in ("-v", "-vv", "--verbose") for a in args)
     try:
-        cli.main(args=args, prog_name="qfstack", standalone_mode=False)
+        code = cli.main(args=args, prog_name="qfstack", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -381,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except QfstackError as exc:
+        # Raised before a command runs, e.g. by an option's parsing.
         _report(exc, verbose)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -392,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _report(exc: QfstackError, verbose: bool) -> None:
