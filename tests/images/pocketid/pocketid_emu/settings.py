@@ -131,12 +131,16 @@ def parse_version(text: str) -> Version:
     try:
         numbers = [int(part) for part in parts]
     except ValueError:
-        raise ConfigError(f"EMU_VERSION {text!r} is not a version like 2.14.0") from None
+        raise ConfigError(
+            f"EMU_VERSION {text!r} is not a version like 2.14.0"
+        ) from None
     if not 1 <= len(numbers) <= 3:
         raise ConfigError(f"EMU_VERSION {text!r} is not a version like 2.14.0")
-    major, minor, patch = (numbers + [0, 0])[:3]
+    major, minor, patch = [*numbers, 0, 0][:3]
     if major not in (1, 2):
-        raise ConfigError(f"EMU_VERSION {text!r}: only PocketID 1.x and 2.x are emulated")
+        raise ConfigError(
+            f"EMU_VERSION {text!r}: only PocketID 1.x and 2.x are emulated"
+        )
     return major, minor, patch
 
 

@@ -1,0 +1,1 @@
+"""Stand-ins for QuFabric's services, one module each; ``run.py`` picks one."""

@@ -1,0 +1,1 @@
+"""Helpers shared by qfstack's tests: a test CA, the PocketID emulator runner."""
