@@ -32,14 +32,25 @@ from qfstack.errors import (
     Finding,
     QfstackError,
 )
-from qfstack.lifecycle import compose_config, render_stack, secret_values
+from qfstack.lifecycle import (
+    UpResult,
+    compose_config,
+    read_backup,
+    render_stack,
+    secret_values,
+)
+from qfstack.lifecycle import backup as stack_backup
 from qfstack.lifecycle import down as stack_down
+from qfstack.lifecycle import restart as stack_restart
+from qfstack.lifecycle import restore as stack_restore
 from qfstack.lifecycle import status as stack_status
 from qfstack.lifecycle import up as stack_up
+from qfstack.lifecycle import upgrade as stack_upgrade
 from qfstack.oidc import HttpSettings, parse_resolve
 from qfstack.readiness import CheckResult
 from qfstack.secrets import redact
 from qfstack.setup_env import init_setup_env, init_values, read_existing
+from qfstack.stack import Stack
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +171,23 @@ def up(obj: Context, timeout: float) -> None:
     progress.done()
     for check in result.checks:
         obj.err.print(f"  [green]ok[/] {escape(check.name)}: {escape(check.detail)}")
+    _show_changes(obj.err, result)
     obj.err.print(
         f"[green]Stack {result.project} is healthy[/] after {result.seconds:.1f}s."
     )
+
+
+def _show_changes(err: Console, result: UpResult) -> None:
+    if not result.changed:
+        err.print("No change: the files and every container were already up to date.")
+        return
+    changed = [p.name for p in result.rendered.changed]
+    if changed:
+        err.print(f"  rendered: {', '.join(changed)}")
+    if result.created:
+        err.print(f"  created: {', '.join(result.created)}")
+    if result.recreated:
+        err.print(f"  recreated: {', '.join(result.recreated)}")
 
 
 @cli.command()
@@ -322,6 +347,163 @@ def _prompt(name: str, text: str, secret: bool) -> str:
     return str(click.prompt(text, hide_input=secret, err=True))
 
 
+@cli.command()
+@click.argument("services", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
+@click.option(
+    "--tail", default=None, metavar="N", help="Lines from the end of each log."
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="T",
+    help="Only lines since T (e.g. 10m, or an RFC 3339 time).",
+)
+@pass_context
+def logs(
+    obj: Context,
+    services: tuple[str, ...],
+    follow: bool,
+    tail: str | None,
+    since: str | None,
+) -> None:
+    """Stream the services' logs, byte for byte."""
+    config = obj.config()
+    out = sys.stdout.buffer
+    for chunk in Stack(config).stream_logs(
+        services, follow=follow, tail=tail, since=since
+    ):
+        out.write(chunk)
+        out.flush()
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for health afterwards.",
+)
+@pass_context
+def restart(obj: Context, services: tuple[str, ...], timeout: float) -> None:
+    """Restart services (all by default) and wait until the stack is healthy."""
+    config = obj.config()
+    progress = _Progress(obj.err)
+    stack_restart(
+        config,
+        obj.settings,
+        list(services),
+        timeout=timeout,
+        on_progress=progress.update,
+    )
+    progress.done()
+    obj.err.print(
+        f"[green]Restarted {', '.join(services) or 'every service'}; "
+        "the stack is healthy.[/]"
+    )
+
+
+@cli.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for health afterwards.",
+)
+@pass_context
+def upgrade(obj: Context, timeout: float) -> None:
+    """Back up, pull the configured tags, recreate and wait until healthy."""
+    config = obj.config()
+    progress = _Progress(obj.err)
+    result = stack_upgrade(
+        config, obj.settings, timeout=timeout, on_progress=progress.update
+    )
+    progress.done()
+    obj.err.print(f"Backed up to {result.backup.archive}.")
+    changed = sorted(
+        ref for ref, image in result.after.items() if result.before.get(ref) != image
+    )
+    obj.err.print("New images: " + (", ".join(changed) if changed else "none"))
+    _show_changes(obj.err, result.up)
+    obj.err.print(f"[green]Stack {config.project} is healthy.[/]")
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Archive to write (default DIR/backups/<project>-<time>.tar.gz).",
+)
+@pass_context
+def backup(obj: Context, output: Path | None) -> None:
+    """Archive setup.env, secrets, artifacts and the data volumes."""
+    config = obj.config()
+    result = stack_backup(config, output)
+    click.echo(str(result.archive))
+    obj.err.print(
+        f"Backed up {', '.join(result.volumes)} and {len(result.files)} "
+        f"file(s); services were stopped {result.stopped_seconds:.1f}s. "
+        "The archive holds secrets: keep it private."
+    )
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for health afterwards.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before replacing data.")
+@pass_context
+def restore(obj: Context, archive: Path, timeout: float, yes: bool) -> None:
+    """Put a backup's files and volumes back, then bring the stack up."""
+    manifest = read_backup(archive)
+    obj.err.print(
+        f"This replaces setup.env, secrets and the volumes "
+        f"{', '.join(manifest.get('volumes', []))} in {obj.directory} "
+        f"with the backup of {manifest.get('created', '?')}."
+    )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "refusing to restore without confirmation",
+                [
+                    Finding(
+                        "error",
+                        "restore",
+                        "needs a confirmation.",
+                        "add --yes to confirm non-interactively.",
+                    )
+                ],
+            )
+        click.confirm("Replace them?", abort=True, err=True)
+    config = stack_restore(obj.directory, archive, load_config)
+    progress = _Progress(obj.err)
+    result = stack_up(
+        config, obj.settings, timeout=timeout, on_progress=progress.update
+    )
+    progress.done()
+    obj.err.print(f"[green]Restored; stack {result.project} is healthy.[/]")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (e.g. `eval "$(qfstack completion bash)"`)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "qfstack", "_QFSTACK_COMPLETE").source())
+
+
 def show_findings(err: Console, findings: Sequence[Finding], indent: str = "") -> None:
     for finding in findings:
         style = "red" if finding.level == "error" else "yellow"
@@ -357,7 +539,7 @@ class _Progress:
 def _print_status(report: dict[str, object]) -> None:
     out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
     table = Table(title=f"project {report['project']}")
-    for column in ("service", "state", "health", "ports"):
+    for column in ("service", "state", "health", "uptime", "ports"):
         table.add_column(column)
     services = report["services"]
     assert isinstance(services, list)
@@ -366,7 +548,8 @@ def _print_status(report: dict[str, object]) -> None:
             escape(item["service"]),
             escape(item["state"]),
             escape(item["health"]),
-            escape(", ".join(item["ports"])),
+            escape(item.get("uptime", "")),
+            escape("\n".join(item["ports"])),
         )
     out.print(table)
     idp = report["identity_provider"]

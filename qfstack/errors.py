@@ -4,7 +4,9 @@
     ├── ConfigError (2)          setup.env or a flag is invalid; carries findings
     ├── ComposeError (1)         a docker compose command failed
     ├── IdentityProviderError (1)  the identity provider answered wrongly
-    └── NotReadyError (3)        the stack was not ready before the deadline
+    ├── PreflightError (1)       the host cannot run the stack (ports, engine, disk)
+    ├── NotReadyError (3)        the stack was not ready before the deadline
+    └── Interrupted (130)        the operator pressed Ctrl-C
 
 Messages say what failed and what to do; they never contain a secret.
 """
@@ -106,6 +108,23 @@ class NotReadyError(QfstackError):
             details.extend(f"    {line}" for line in item.evidence)
         super().__init__(message, details=details)
         self.pending = list(pending)
+
+
+class PreflightError(QfstackError):
+    """The host is not ready for the stack; nothing was started."""
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        super().__init__(
+            "preflight failed; nothing was started",
+            details=[str(f) for f in findings],
+        )
+        self.findings = list(findings)
+
+
+class Interrupted(QfstackError):
+    """Ctrl-C stopped a wait; says what state the stack was left in."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def _tail(text: str, lines: int) -> list[str]:

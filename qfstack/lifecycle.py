@@ -6,18 +6,32 @@ the CLI decides how to show them.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import shutil
+import tarfile
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from qfstack.config import SERVICES, VARIABLES, Config, is_secret
-from qfstack.errors import IdentityProviderError
+from qfstack.errors import (
+    IdentityProviderError,
+    Interrupted,
+    PreflightError,
+    QfstackError,
+)
 from qfstack.files import write_atomic
 from qfstack.oidc import HttpSettings, fetch_discovery, fetch_jwks, http_client
+from qfstack.preflight import preflight
 from qfstack.readiness import (
+    Check,
     CheckResult,
     IdentityProviderCheck,
     Progress,
@@ -52,6 +66,12 @@ class UpResult:
     rendered: Rendered
     checks: list[CheckResult]
     seconds: float
+    created: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rendered.changed or self.created or self.recreated)
 
 
 def up(
@@ -67,26 +87,60 @@ def up(
     deadline = start + timeout
     config = ensure_secrets(config)
     stack = Stack(config)
+    existing = stack.ps()
+    before = {s.service: s.container_id for s in existing}
+    findings = preflight(config, {pub for s in existing for pub in s.published})
+    for finding in findings:
+        logger.warning("preflight: %s", finding)
+    if any(f.level == "error" for f in findings):
+        raise PreflightError([f for f in findings if f.level == "error"])
     _clear_state(config)
 
-    with http_client(effective_settings(config, settings)) as client:
-        idp = IdentityProviderCheck(config, client)
-        if config.bundled_pocketid:
-            render_bootstrap(config)
-            stack.up(["pocketid"], no_deps=True)
-        wait_until_ready([idp], _left(deadline), on_progress=on_progress)
-        assert idp.discovery is not None
-        rendered = render(config, idp.discovery)
+    stage = "waiting for the identity provider"
+    try:
+        with http_client(effective_settings(config, settings)) as client:
+            idp = IdentityProviderCheck(config, client)
+            if config.bundled_pocketid:
+                render_bootstrap(config)
+                stage = "starting the bundled PocketID"
+                stack.up(["pocketid"], no_deps=True)
+                stage = "waiting for the bundled PocketID"
+            wait_until_ready([idp], _left(deadline), on_progress=on_progress)
+            assert idp.discovery is not None
+            rendered = render(config, idp.discovery)
 
-        stack.up()
-        services = ServicesCheck(stack, stack.services())
-        checks = wait_until_ready(
-            [idp, services], _left(deadline), on_progress=on_progress
-        )
+            stage = "starting the services"
+            stack.up()
+            after = {s.service: s.container_id for s in stack.ps()}
+            stage = "waiting for the services to become healthy"
+            services = ServicesCheck(stack, stack.services())
+            checks = wait_until_ready(
+                [idp, services], _left(deadline), on_progress=on_progress
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while {stage}",
+            details=[
+                "Files are intact; containers already started keep running.",
+                "Run `qfstack status` to see them, `qfstack up` to continue, or "
+                "`qfstack down` to stop them.",
+            ],
+        ) from None
 
     seconds = time.monotonic() - start
     _write_state(config, {"healthy": True, "since": _now(), "seconds": seconds})
-    return UpResult(config.project, rendered, checks, seconds)
+    return UpResult(
+        config.project,
+        rendered,
+        checks,
+        seconds,
+        created=sorted(name for name in after if name not in before),
+        recreated=sorted(
+            name
+            for name, cid in after.items()
+            if name in before and before[name] != cid
+        ),
+    )
 
 
 def render_stack(config: Config, settings: HttpSettings) -> Rendered:
@@ -228,3 +282,214 @@ def _clear_state(config: Config) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def restart(
+    config: Config,
+    settings: HttpSettings,
+    services: list[str],
+    *,
+    timeout: float,
+    on_progress: Progress | None = None,
+) -> list[CheckResult]:
+    """Restart services (all when none are named) and wait until healthy."""
+    stack = Stack(config)
+    stack.restart(services)
+    with http_client(effective_settings(config, settings)) as client:
+        checks: list[Check] = [
+            IdentityProviderCheck(config, client),
+            ServicesCheck(stack, stack.services()),
+        ]
+        return wait_until_ready(checks, timeout, on_progress=on_progress)
+
+
+# Volumes whose loss loses data; the others (certificates, signal state) are
+# recreated by the services themselves.
+DATA_VOLUMES = ("management",)
+BACKED_UP_FILES = (
+    "setup.env",
+    "secrets.env",
+    "compose.override.yml",
+    "compose.override.yaml",
+)
+
+
+def data_volumes(config: Config) -> list[str]:
+    return [*DATA_VOLUMES, *(["pocketid-data"] if config.bundled_pocketid else [])]
+
+
+@dataclass
+class BackupResult:
+    archive: Path
+    volumes: list[str]
+    files: list[str]
+    stopped_seconds: float
+
+
+def backup(config: Config, archive: Path | None = None) -> BackupResult:
+    """Archive setup.env, secrets, artifacts and the data volumes into one file.
+
+    Services that write the volumes are stopped only while their volume is
+    copied, then started again.
+    """
+    stack = Stack(config)
+    if archive is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        archive = config.directory / "backups" / f"{config.project}-{stamp}.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    running = {s.service for s in stack.ps() if s.state == "running"}
+    volumes = data_volumes(config)
+    writers = {"management": "management", "pocketid-data": "pocketid"}
+    image = config.images.management
+    files: list[str] = []
+
+    with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
+        stopped = 0.0
+        dumps = {}
+        for volume in volumes:
+            service = writers[volume]
+            dump = Path(tmp) / f"{volume}.tar"
+            began = time.monotonic()
+            if service in running:
+                stack.stop([service])
+            try:
+                stack.export_volume(volume, image, dump)
+            finally:
+                if service in running:
+                    stack.start([service])
+                stopped += time.monotonic() - began
+            dumps[volume] = dump
+
+        partial = Path(tmp) / "archive.tar.gz"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for name in BACKED_UP_FILES:
+                path = config.directory / name
+                if path.is_file():
+                    tar.add(path, arcname=name)
+                    files.append(name)
+            if config.artifacts.is_dir():
+                for path in sorted(config.artifacts.iterdir()):
+                    if path.is_file():
+                        tar.add(path, arcname=f"artifacts/{path.name}")
+                        files.append(f"artifacts/{path.name}")
+            for volume, dump in dumps.items():
+                tar.add(dump, arcname=f"volumes/{volume}.tar")
+            manifest = json.dumps(
+                {
+                    "project": config.project,
+                    "created": _now(),
+                    "volumes": volumes,
+                    "files": files,
+                }
+            ).encode()
+            info = tarfile.TarInfo("qfstack-backup.json")
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+        os.replace(partial, archive)
+    return BackupResult(archive, volumes, files, stopped)
+
+
+def read_backup(archive: Path) -> dict[str, Any]:
+    """The manifest of a qfstack backup; raises when it is not one."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            member = tar.extractfile("qfstack-backup.json")
+            if member is None:
+                raise KeyError("qfstack-backup.json")
+            manifest = json.loads(member.read())
+    except (OSError, KeyError, tarfile.TarError, ValueError) as exc:
+        raise QfstackError(
+            f"{archive} is not a qfstack backup ({exc})",
+            details=["Give an archive written by `qfstack backup`."],
+        ) from None
+    if not isinstance(manifest, dict):
+        raise QfstackError(f"{archive} has an invalid manifest")
+    return manifest
+
+
+def restore(
+    directory: Path,
+    archive: Path,
+    load: Callable[[Path], Config],
+) -> Config:
+    """Put files and volumes of `archive` back; the stack is left stopped.
+
+    Files the archive replaces are first copied to `<name>.before-restore`.
+    """
+    manifest = read_backup(archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        for name in manifest.get("files", []):
+            if not _safe_member(name):
+                raise QfstackError(f"{archive} holds an unsafe path: {name!r}")
+            member = tar.extractfile(name)
+            if member is None:
+                continue
+            target = directory / name
+            if target.exists():
+                shutil.copy2(target, target.with_name(target.name + ".before-restore"))
+            private = name in ("setup.env", "secrets.env") or name.endswith(
+                (".json", ".env", ".conf")
+            )
+            mode = 0o600 if private and name != "artifacts/discovery.json" else 0o644
+            write_atomic(target, member.read().decode(), mode=mode)
+        config = load(directory)
+        stack = Stack(config)
+        stack.down()
+        stack.create()
+        for volume in manifest.get("volumes", []):
+            member = tar.extractfile(f"volumes/{volume}.tar")
+            if member is None:
+                raise QfstackError(f"{archive} lacks the volume {volume}")
+            with tempfile.NamedTemporaryFile(dir=directory, suffix=".tar") as dump:
+                shutil.copyfileobj(member, dump)
+                dump.flush()
+                stack.import_volume(volume, config.images.management, Path(dump.name))
+    return config
+
+
+def _safe_member(name: str) -> bool:
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+@dataclass
+class UpgradeResult:
+    backup: BackupResult
+    before: dict[str, str]
+    after: dict[str, str]
+    up: UpResult
+
+
+def upgrade(
+    config: Config,
+    settings: HttpSettings,
+    *,
+    timeout: float,
+    on_progress: Progress | None = None,
+) -> UpgradeResult:
+    """Back up, pull the configured tags, recreate and wait for health."""
+    stack = Stack(config)
+    references = sorted(set(stack.images().values()))
+    before = stack.image_ids(references)
+    saved = backup(config)
+    stack.pull()
+    after = stack.image_ids(references)
+    try:
+        result = up(config, settings, timeout=timeout, on_progress=on_progress)
+    except QfstackError as exc:
+        exc.details += rollback_advice(saved.archive, before, after)
+        raise
+    return UpgradeResult(saved, before, after, result)
+
+
+def rollback_advice(
+    archive: Path, before: dict[str, str], after: dict[str, str]
+) -> list[str]:
+    lines = [
+        f"To roll back: `qfstack restore {archive}`, then pin the previous images:"
+    ]
+    for reference, image_id in sorted(before.items()):
+        if after.get(reference) != image_id:
+            lines.append(f"  {reference} was {image_id[:19]}")
+    return lines

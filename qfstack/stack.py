@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,6 +58,10 @@ class ServiceState:
     exit_code: int
     status: str
     ports: tuple[str, ...]
+    container_id: str = ""
+    name: str = ""
+    running_for: str = ""
+    published: tuple[tuple[int, str], ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -67,6 +73,9 @@ class ServiceState:
             "state": self.state,
             "health": self.health,
             "status": self.status,
+            "uptime": self.running_for.removesuffix(" ago")
+            if self.state == "running"
+            else "",
             "ports": list(self.ports),
         }
 
@@ -121,6 +130,145 @@ class Stack:
         except ComposeError:
             return []
         return out.splitlines()[-tail:]
+
+    def create(self) -> None:
+        """Create containers, networks and volumes without starting them."""
+        self._run(["up", "--no-start"], "create the stack")
+
+    def restart(self, services: Sequence[str] = ()) -> None:
+        self._run(["restart", *services], "restart services")
+
+    def stop(self, services: Sequence[str] = ()) -> None:
+        self._run(["stop", *services], "stop services")
+
+    def start(self, services: Sequence[str] = ()) -> None:
+        self._run(["start", *services], "start services")
+
+    def pull(self, services: Sequence[str] = ()) -> None:
+        self._run(["pull", "--quiet", *services], "pull images")
+
+    def images(self) -> dict[str, str]:
+        """Service -> image reference of the merged configuration."""
+        data = self.config_json()
+        services = data.get("services", {}) if isinstance(data, dict) else {}
+        return {name: str(svc.get("image", "")) for name, svc in services.items()}
+
+    def image_ids(self, references: Sequence[str]) -> dict[str, str]:
+        """Reference -> local image id, for the references present locally."""
+        if not references:
+            return {}
+        argv = ["docker", "image", "inspect", "--format", "{{.Id}}", *references]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        ids = done.stdout.split()
+        return dict(zip(references, ids, strict=False)) if done.returncode == 0 else {}
+
+    def health_log(self, container_id: str, entries: int = 3) -> list[str]:
+        """The last health probe results of a container."""
+        if not container_id:
+            return []
+        argv = ["docker", "inspect", "--format", "{{json .State.Health}}", container_id]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        try:
+            health = json.loads(done.stdout or "null")
+        except ValueError:
+            return []
+        if not isinstance(health, dict):
+            return []
+        lines = []
+        for probe in (health.get("Log") or [])[-entries:]:
+            output = " ".join(str(probe.get("Output", "")).split())[:200]
+            lines.append(
+                f"probe exit {probe.get('ExitCode')}: {output or '(no output)'}"
+            )
+        return lines
+
+    def stream_logs(
+        self,
+        services: Sequence[str] = (),
+        *,
+        follow: bool = False,
+        tail: str | None = None,
+        since: str | None = None,
+    ) -> Iterator[bytes]:
+        """Raw log bytes of the services, as Compose prints them."""
+        argv = [*self.docker.compose.docker_compose_cmd, "logs", "--no-color"]
+        if follow:
+            argv.append("--follow")
+        if tail is not None:
+            argv.append(f"--tail={tail}")
+        if since is not None:
+            argv.append(f"--since={since}")
+        argv += list(services)
+        logger.debug("running %s", " ".join(str(a) for a in argv))
+        command = [str(a) for a in argv]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, bufsize=0) as proc:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(65536):
+                yield chunk
+            if proc.wait() != 0:
+                raise ComposeError(
+                    "docker compose could not read logs",
+                    argv=command,
+                    returncode=proc.returncode,
+                    stderr="",
+                )
+
+    def volume(self, name: str) -> str:
+        """The Docker name of one of the project's volumes."""
+        return f"{self.project}_{name}"
+
+    def export_volume(self, volume: str, image: str, target: Path) -> None:
+        """Write the volume's files as a tar stream into `target`."""
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "tar",
+            "-v",
+            f"{self.volume(volume)}:/data:ro",
+            image,
+            "-C",
+            "/data",
+            "-cf",
+            "-",
+            ".",
+        ]
+        with target.open("wb") as out:
+            self._run_raw(argv, stdout=out, what=f"archive volume {volume}")
+
+    def import_volume(self, volume: str, image: str, source: Path) -> None:
+        """Replace the volume's files by the tar stream in `source`."""
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--entrypoint",
+            "sh",
+            "-v",
+            f"{self.volume(volume)}:/data",
+            image,
+            "-c",
+            "find /data -mindepth 1 -delete && tar -C /data -xf -",
+        ]
+        with source.open("rb") as data:
+            self._run_raw(argv, stdin=data, what=f"restore volume {volume}")
+
+    def _run_raw(self, argv: list[str], *, what: str, **streams: Any) -> None:
+        logger.debug("running %s", " ".join(argv))
+        done = subprocess.run(argv, stderr=subprocess.PIPE, **streams)
+        if done.returncode != 0:
+            raise ComposeError(
+                f"docker could not {what} (exit {done.returncode})",
+                argv=argv,
+                returncode=done.returncode,
+                stderr=done.stderr.decode(errors="replace"),
+            )
 
     def config_yaml(self) -> str:
         return self._run(["config"], "render the compose configuration") + "\n"
@@ -177,5 +325,52 @@ def _service_state(item: dict[str, Any]) -> ServiceState:
         health=str(item.get("Health", "")) or "none",
         exit_code=int(item.get("ExitCode") or 0),
         status=str(item.get("Status", "")),
-        ports=tuple(sorted(set(ports))),
+        ports=compress_ports(ports),
+        container_id=str(item.get("ID", "")),
+        name=str(item.get("Name", "")),
+        running_for=str(item.get("RunningFor", "")),
+        published=tuple(
+            sorted(
+                {
+                    (int(p["PublishedPort"]), str(p.get("Protocol", "tcp")))
+                    for p in publishers
+                    if isinstance(p, dict) and p.get("PublishedPort")
+                }
+            )
+        ),
     )
+
+
+def compress_ports(ports: Sequence[str]) -> tuple[str, ...]:
+    """Join runs of consecutive identical mappings: 1->1, 2->2 becomes 1-2->1-2."""
+    parsed = []
+    for text in sorted(set(ports)):
+        match = re.fullmatch(r"(.*):(\d+)->(\d+)/(\w+)", text)
+        if match is None:
+            return tuple(sorted(set(ports)))
+        host, published, target, proto = match.groups()
+        parsed.append((host, proto, int(published), int(target)))
+    parsed.sort()
+    runs: list[list[tuple[str, str, int, int]]] = []
+    for item in parsed:
+        last = runs[-1][-1] if runs else None
+        if (
+            last
+            and last[:2] == item[:2]
+            and item[2] == last[2] + 1
+            and item[3] == last[3] + 1
+        ):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    result = []
+    for run_ in runs:
+        host, proto, first_pub, first_target = run_[0]
+        last_pub, last_target = run_[-1][2], run_[-1][3]
+        if len(run_) == 1:
+            result.append(f"{host}:{first_pub}->{first_target}/{proto}")
+        else:
+            result.append(
+                f"{host}:{first_pub}-{last_pub}->{first_target}-{last_target}/{proto}"
+            )
+    return tuple(result)
