@@ -1,0 +1,409 @@
+"""PocketID's REST API: who the key belongs to, OIDC clients, user groups.
+
+`PocketIdClient` talks to one PocketID with an API key sent as `X-API-KEY`,
+over a client from `oidc.http_client` (so TLS, `--resolve` and the rate limit
+are the same as for discovery). It returns small dataclasses and raises
+`PocketIdError` (an `IdentityProviderError`) with what to do.
+
+The API key is held in an `ApiKey`, whose text is always masked: it never
+appears in a message, a log line or an exception, even if PocketID echoes it.
+
+PocketID 1.x and 2.x differ (see shared/reference/pocketid.md); the client
+learns the major version from what the API answers (`major`), so callers can
+ask `group_restricted_by_default` instead of comparing versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from qfstack.errors import IdentityProviderError
+from qfstack.oidc import connection_verdict, retry_after, send
+
+logger = logging.getLogger(__name__)
+
+PAGE_LIMIT = 100
+MAX_PAGES = 1000
+KEY_HELP = (
+    "create a new key as an admin in PocketID's web interface: Administration "
+    "-> API Keys -> Add API Key (choose an expiry date), then put it in {where}."
+)
+ADMIN_HELP = (
+    "use a key created by an admin (Administration -> API Keys), or make the "
+    "key's owner an admin (Administration -> Users -> the user -> Admin)."
+)
+
+
+class ApiKey:
+    """A PocketID API key; its text is masked everywhere but the header."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """`text` with the key replaced by a mask."""
+        return text.replace(self._value, "********") if self._value else text
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "ApiKey('********')"
+
+    __str__ = __repr__
+
+
+class PocketIdError(IdentityProviderError):
+    """A PocketID API call failed; `status` is the HTTP status, if any."""
+
+    def __init__(
+        self,
+        check: str,
+        message: str,
+        *,
+        status: int | None = None,
+        fix: str = "",
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(check, message, fix=fix, permanent=permanent)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    email: str
+    display_name: str
+    is_admin: bool
+    disabled: bool
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> User:
+        groups = data.get("userGroups") or []
+        display = str(data.get("displayName") or "").strip()
+        if not display:
+            first = str(data.get("firstName") or "")
+            display = f"{first} {data.get('lastName') or ''}".strip()
+        return cls(
+            id=str(data.get("id", "")),
+            username=str(data.get("username", "")),
+            email=str(data.get("email") or ""),
+            display_name=display,
+            is_admin=bool(data.get("isAdmin")),
+            disabled=bool(data.get("disabled")),
+            groups=tuple(str(g.get("name", "")) for g in groups if isinstance(g, dict)),
+        )
+
+
+@dataclass(frozen=True)
+class UserGroup:
+    id: str
+    name: str
+    friendly_name: str
+    # Members, when the answer counts them (lists and client details do).
+    user_count: int | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> UserGroup:
+        count = data.get("userCount")
+        if count is None and isinstance(data.get("users"), list):
+            count = len(data["users"])
+        return cls(
+            id=str(data.get("id", "")),
+            name=str(data.get("name", "")),
+            friendly_name=str(data.get("friendlyName") or data.get("name", "")),
+            user_count=int(count) if isinstance(count, int) else None,
+        )
+
+
+@dataclass(frozen=True)
+class OidcClient:
+    """An OIDC client as PocketID reports it (never with a secret)."""
+
+    id: str
+    name: str
+    callback_urls: tuple[str, ...]
+    logout_callback_urls: tuple[str, ...]
+    is_public: bool
+    pkce_enabled: bool
+    # None on 1.x, which has no such setting (an empty group list lets all in).
+    is_group_restricted: bool | None
+    allowed_groups: tuple[UserGroup, ...]
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> OidcClient:
+        restricted = data.get("isGroupRestricted")
+        groups = data.get("allowedUserGroups") or []
+        return cls(
+            id=str(data.get("id", "")),
+            name=str(data.get("name", "")),
+            callback_urls=tuple(str(u) for u in data.get("callbackURLs") or []),
+            logout_callback_urls=tuple(
+                str(u) for u in data.get("logoutCallbackURLs") or []
+            ),
+            is_public=bool(data.get("isPublic")),
+            pkce_enabled=bool(data.get("pkceEnabled")),
+            is_group_restricted=restricted if isinstance(restricted, bool) else None,
+            allowed_groups=tuple(
+                UserGroup.from_api(g) for g in groups if isinstance(g, dict)
+            ),
+        )
+
+
+class PocketIdClient:
+    """One PocketID's REST API, authenticated with an API key.
+
+    `key_source` names where the key comes from (a setup.env variable) so
+    that messages can say what to change. `max_wait` bounds how long one call
+    waits for the rate limit and for 429 `Retry-After` pauses.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        base_url: str,
+        api_key: str | ApiKey,
+        *,
+        key_source: str = "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN",
+        max_wait: float = 30.0,
+        major: int | None = None,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key if isinstance(api_key, ApiKey) else ApiKey(api_key)
+        self.key_source = key_source
+        self.max_wait = max_wait
+        self._major = major
+
+    # --- version awareness ----------------------------------------------------
+
+    @property
+    def major(self) -> int | None:
+        """PocketID's major version, when given or learnt from an answer."""
+        return self._major
+
+    @property
+    def group_restricted_by_default(self) -> bool:
+        """2.x restricts a client to its allowed groups; 1.x lets everyone in."""
+        return (self._major or 0) >= 2
+
+    def _learn(self, data: Any) -> None:
+        """Infer the major version from fields only one version sends."""
+        if self._major is not None or not isinstance(data, dict):
+            return
+        if "isGroupRestricted" in data or "request_id" in data:
+            self._major = 2
+        elif "callbackURLs" in data and "isPublic" in data:
+            self._major = 1
+        if self._major is not None:
+            logger.debug("PocketID at %s looks like %d.x", self.base_url, self._major)
+
+    # --- calls ----------------------------------------------------------------
+
+    def me(self) -> User:
+        """The key's owner; raises when the key is invalid, expired or disabled."""
+        data = self._json("GET", "/api/users/me", check="api key")
+        return User.from_api(data)
+
+    def require_admin(self) -> User:
+        """The key's owner, who must be an admin (qfstack manages clients)."""
+        user = self.me()
+        if not user.is_admin:
+            raise PocketIdError(
+                "api key",
+                f"the API key belongs to {user.username!r}, who is not an admin; "
+                "clients and groups need an admin's key.",
+                status=403,
+                fix=ADMIN_HELP,
+                permanent=True,
+            )
+        return user
+
+    def get_client(self, client_id: str) -> OidcClient | None:
+        """The OIDC client with this id, or None when there is none."""
+        try:
+            data = self._json("GET", f"/api/oidc/clients/{client_id}", check="client")
+        except PocketIdError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        self._learn(data)
+        return OidcClient.from_api(data)
+
+    def list_clients(self, search: str | None = None) -> list[OidcClient]:
+        """Every OIDC client (all pages)."""
+        params = {"search": search} if search else {}
+        items = list(self._pages("/api/oidc/clients", params, check="clients"))
+        for item in items[:1]:
+            self._learn(item)
+        return [OidcClient.from_api(item) for item in items]
+
+    def list_groups(self, search: str | None = None) -> list[UserGroup]:
+        """Every user group (all pages), with member counts."""
+        params = {"search": search} if search else {}
+        return [
+            UserGroup.from_api(item)
+            for item in self._pages("/api/user-groups", params, check="groups")
+        ]
+
+    # --- plumbing -------------------------------------------------------------
+
+    def _pages(
+        self, path: str, params: Mapping[str, str], *, check: str
+    ) -> Iterator[Mapping[str, Any]]:
+        """The items of a paginated list, page by page."""
+        page = 1
+        while page <= MAX_PAGES:
+            query = {
+                **params,
+                "pagination[page]": str(page),
+                "pagination[limit]": str(PAGE_LIMIT),
+            }
+            body = self._json("GET", path, check=check, params=query)
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise PocketIdError(check, f"GET {path} answered without a data list.")
+            yield from (item for item in data if isinstance(item, dict))
+            pagination = body.get("pagination") or {}
+            current = int(pagination.get("currentPage") or page)
+            total = int(pagination.get("totalPages") or 1)
+            # Past the end PocketID repeats the last page: stop there.
+            if current >= total or current < page:
+                return
+            page = current + 1
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        check: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        response = self._request(method, path, check=check, params=params, body=body)
+        try:
+            data = response.json()
+        except ValueError:
+            raise PocketIdError(
+                check,
+                f"{method} {path} answered {response.status_code} without JSON "
+                f"({response.headers.get('content-type', 'no content type')}).",
+                status=response.status_code,
+                fix=f"check that {self.base_url} is PocketID itself, not a web page "
+                "or a proxy in front of it.",
+            ) from None
+        self._learn(data)
+        return data
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        check: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        headers = {"X-API-KEY": self.api_key.reveal(), "Accept": "application/json"}
+        try:
+            response = send(
+                self.http,
+                method,
+                url,
+                max_wait=self.max_wait,
+                headers=headers,
+                params=params,
+                json=body,
+            )
+        except httpx.HTTPError as exc:
+            verdict = connection_verdict(self.http, url, exc)
+            raise PocketIdError(
+                check,
+                self.api_key.redact(verdict.summary),
+                fix=verdict.fix,
+                permanent=verdict.permanent,
+            ) from None
+        logger.debug("%s %s -> %d", method, path, response.status_code)
+        if response.is_success:
+            return response
+        raise self._error(method, path, response, check)
+
+    def _error(
+        self, method: str, path: str, response: httpx.Response, check: str
+    ) -> PocketIdError:
+        status = response.status_code
+        message = self.api_key.redact(_error_message(response))
+        if status == 401:
+            return PocketIdError(
+                "api key",
+                "PocketID refused the API key (401): it is invalid or expired "
+                "(PocketID answers the same for both).",
+                status=status,
+                fix=KEY_HELP.format(where=self.key_source),
+                permanent=True,
+            )
+        if status == 403 and "disabled" in message.lower():
+            return PocketIdError(
+                "api key",
+                "the API key's owner is disabled in PocketID.",
+                status=status,
+                fix="enable the user (Administration -> Users) or use another "
+                "admin's key.",
+                permanent=True,
+            )
+        if status == 403 and "permission" in message.lower():
+            return PocketIdError(
+                "api key",
+                f"{method} {path} was refused (403: {message}); the key's owner "
+                "is not an admin.",
+                status=status,
+                fix=ADMIN_HELP,
+                permanent=True,
+            )
+        if status == 429:
+            pause = retry_after(response)
+            return PocketIdError(
+                check,
+                f"PocketID's rate limit answered 429 to {method} {path} "
+                f"(Retry-After {pause:.0f}s).",
+                status=status,
+                fix="wait and run it again; PocketID allows 1 request/s per client "
+                "address (burst 60), and something else on this address uses it.",
+                retry_after=pause,
+            )
+        return PocketIdError(
+            check,
+            f"{method} {path} answered {status}: {message}",
+            status=status,
+            fix="see PocketID's log for the request."
+            if status >= 500
+            else "check the request against PocketID's API for this version.",
+        )
+
+
+def _error_message(response: httpx.Response) -> str:
+    """PocketID's `{"error": ...}`, or the start of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    text = " ".join(response.text.split())
+    return text[:120] or response.reason_phrase
