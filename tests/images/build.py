@@ -135,19 +135,8 @@ def _run(
 
 def image_id(tag: str) -> str | None:
     """The id of the local image called ``tag``, or None when there is none."""
-    completed = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode == 0:
-        return completed.stdout.strip()
-    if "No such image" in completed.stderr or "No such object" in completed.stderr:
-        return None
-    raise DockerError(
-        ["docker", "image", "inspect", tag], completed.returncode, completed.stderr
-    )
+    found = _run(["docker", "image", "ls", "--quiet", "--no-trunc", tag]).split()
+    return found[0] if found else None
 
 
 def _image_with_hash(digest: str) -> str | None:

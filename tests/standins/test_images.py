@@ -234,6 +234,30 @@ def test_no_listen_keeps_the_port_closed(standin_images: dict[str, str]) -> None
         assert docker("exec", loud, *probe, check=False).returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "failed reading provided config file", id="missing"),
+        pytest.param("{not json", "failed parsing config file", id="not-json"),
+        pytest.param('{"HttpConfig": {}}', "no HttpConfig.OIDCConfigEndpoint",
+                     id="no-endpoint"),
+    ],
+)  # fmt: skip
+def test_management_refuses_a_bad_config(
+    standin_images: dict[str, str], tmp_path: Path, content: str | None, message: str
+) -> None:
+    options = []
+    if content is not None:
+        (tmp_path / "management.json").write_text(content)
+        options = [
+            "-v",
+            f"{tmp_path / 'management.json'}:/etc/qufabric/management.json",
+        ]
+    done = run_once(standin_images["management"], "--port=443", options=options)
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
 def test_management_exits_when_discovery_is_unreachable(
     standin_images: dict[str, str], tmp_path: Path
 ) -> None:

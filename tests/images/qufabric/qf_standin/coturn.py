@@ -13,7 +13,8 @@ DEFAULT_PORT = 3478
 
 
 def read_config(path: Path) -> dict[str, list[str]]:
-    """``name=value`` and bare ``name`` lines; ``#`` starts a comment."""
+    """``name=value`` and bare ``name`` lines (``--name`` too); ``#`` lines are
+    comments. A ``#`` later in a line is data: passwords may contain one."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -21,11 +22,11 @@ def read_config(path: Path) -> dict[str, list[str]]:
             f"cannot read the configuration file {path}: {error.strerror}"
         ) from None
     options: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
             name, _, value = line.partition("=")
-            options.setdefault(name.strip(), []).append(value.strip())
+            options.setdefault(name.strip().lstrip("-"), []).append(value.strip())
     return options
 
 
