@@ -301,7 +301,9 @@ def ensure_images(force: bool = False) -> dict[str, str]:
     """
     tags: dict[str, str] = {}
     with _build_lock():
-        base_id = None if force else image_id(BASE_IMAGE)
+        replaced: list[str] = []
+        old_base = image_id(BASE_IMAGE)
+        base_id = None if force else old_base
         if base_id is None:
             logger.info("building %s with debootstrap (about a minute)", BASE_IMAGE)
             started = time.monotonic()
@@ -315,19 +317,43 @@ def ensure_images(force: bool = False) -> dict[str, str]:
 
         for image in SERVICE_IMAGES:
             digest = source_hash(image, base_id)
+            previous = image_id(image.tag)
             cached = None if force else _image_with_hash(digest)
             if cached is None:
                 started = time.monotonic()
                 build_service(image, digest)
                 elapsed = time.monotonic() - started
                 logger.info("built %s (%s) in %.1f s", image.tag, digest, elapsed)
-            elif cached != image_id(image.tag):
+            elif cached != previous:
                 _run(["docker", "tag", cached, image.tag])
                 logger.info("retagged %s (%s)", image.tag, digest)
             else:
                 logger.info("reusing %s (%s)", image.tag, digest)
             tags[image.name] = image.tag
+            if previous is not None and previous != image_id(image.tag):
+                replaced.append(previous)
+
+        # The base goes last: the engine keeps it while its children exist.
+        if old_base is not None and old_base != base_id:
+            replaced.append(old_base)
+        for old in replaced:
+            _discard(old)
     return tags
+
+
+def _discard(old_id: str) -> None:
+    """Remove an image its tag no longer names, unless something still uses it."""
+    inspect = ["docker", "image", "inspect", "--format", "{{len .RepoTags}}", old_id]
+    tags = subprocess.run(inspect, capture_output=True, text=True, check=False)
+    if tags.returncode != 0 or tags.stdout.strip() != "0":
+        return
+    done = subprocess.run(
+        ["docker", "image", "rm", old_id], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        logger.debug("removed the replaced image %s", old_id)
+    else:
+        logger.debug("kept the replaced image %s: %s", old_id, done.stderr.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
