@@ -198,9 +198,15 @@ class RateLimit:
 
 
 class RateLimits:
-    """One `RateLimit` per provider origin."""
+    """One `RateLimit` per provider origin.
 
-    def __init__(self) -> None:
+    PocketID allows 1 request/s with a burst of 60 per client address; we
+    keep half the burst for others that share this host's address.
+    """
+
+    def __init__(self, *, rate: float = 1.0, burst: int = 30) -> None:
+        self.rate = rate
+        self.burst = burst
         self._limits: dict[str, RateLimit] = {}
         self._lock = threading.Lock()
 
@@ -210,9 +216,12 @@ class RateLimits:
         with self._lock:
             limit = self._limits.get(key)
             if limit is None:
-                limit = self._limits[key] = RateLimit(
-                    paced=not is_local_host(parts.host)
+                limit = RateLimit(
+                    paced=not is_local_host(parts.host),
+                    rate=self.rate,
+                    burst=self.burst,
                 )
+                self._limits[key] = limit
             return limit
 
 
@@ -734,8 +743,11 @@ def _certificate(response: httpx.Response) -> tuple[tuple[str, ...], datetime | 
     """Subject, issuer and expiry of the peer certificate, when available."""
     stream = response.extensions.get("network_stream")
     ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-    cert = ssl_object.getpeercert() if isinstance(ssl_object, ssl.SSLObject) else None
-    if not cert:
+    # httpcore hands out the socket-level object (_ssl._SSLSocket), which has
+    # the same getpeercert() as ssl.SSLObject.
+    getpeercert = getattr(ssl_object, "getpeercert", None)
+    cert = getpeercert() if callable(getpeercert) else None
+    if not isinstance(cert, dict) or not cert:
         return (), None
 
     def name(items: Any) -> str:
