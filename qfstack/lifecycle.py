@@ -38,8 +38,16 @@ from qfstack.readiness import (
     ServicesCheck,
     wait_until_ready,
 )
-from qfstack.render import Rendered, render, render_bootstrap
-from qfstack.secrets import ensure_secrets, read_stored
+from qfstack.render import SECRET_ENV_KEYS, Rendered, render, render_bootstrap
+from qfstack.render import artifacts as render_artifacts
+from qfstack.render import write as write_artifacts
+from qfstack.secrets import (
+    ensure_secrets,
+    plan_secrets,
+    read_stored,
+    redact,
+    written_encryption_key,
+)
 from qfstack.stack import ServiceState, Stack
 
 logger = logging.getLogger(__name__)
@@ -91,17 +99,18 @@ def up(
     before = {s.service: s.container_id for s in existing}
     findings = preflight(config, {pub for s in existing for pub in s.published})
     for finding in findings:
-        logger.warning("preflight: %s", finding)
+        if finding.level != "error":
+            logger.warning("preflight: %s", finding)
     if any(f.level == "error" for f in findings):
         raise PreflightError([f for f in findings if f.level == "error"])
     _clear_state(config)
+    render_bootstrap(config)
 
     stage = "waiting for the identity provider"
     try:
         with http_client(effective_settings(config, settings)) as client:
             idp = IdentityProviderCheck(config, client)
             if config.bundled_pocketid:
-                render_bootstrap(config)
                 stage = "starting the bundled PocketID"
                 stack.up(["pocketid"], no_deps=True)
                 stage = "waiting for the bundled PocketID"
@@ -144,8 +153,13 @@ def up(
 
 
 def render_stack(config: Config, settings: HttpSettings) -> Rendered:
-    """Fetch and check the discovery document once, then write artifacts/."""
-    config = ensure_secrets(config)
+    """Fetch and check the discovery document once, then write artifacts/.
+
+    Nothing is written, not even a generated secret, unless every file can be
+    rendered.
+    """
+    secrets = plan_secrets(config)
+    config = config.with_secrets(secrets.values)
     with http_client(effective_settings(config, settings)) as client:
         try:
             discovery = fetch_discovery(
@@ -159,18 +173,25 @@ def render_stack(config: Config, settings: HttpSettings) -> Rendered:
                     "`qfstack up` renders and starts it."
                 )
             raise
-    return render(config, discovery)
+    files = render_artifacts(config, discovery)
+    secrets.save()
+    return write_artifacts(config, files)
 
 
-def compose_config(config: Config) -> str:
-    """The merged Compose configuration, as `docker compose config` prints it."""
-    return Stack(config).config_yaml()
+def compose_config(config: Config, *, show_secrets: bool = False) -> str:
+    """The merged Compose configuration, as `docker compose config` prints it,
+    with every secret masked unless `show_secrets`."""
+    text = Stack(config).config_yaml()
+    if show_secrets:
+        return text
+    return redact(text, secret_values(config), keys=SECRET_ENV_KEYS)
 
 
 def secret_values(config: Config) -> dict[str, str]:
     """Every secret value the configuration knows, for masking output."""
     known = {**config.values, **config.secrets}
     known.update(read_stored(config.directory))
+    known["DataStoreEncryptionKey"] = written_encryption_key(config.directory)
     return {
         name: value
         for name, value in known.items()
@@ -179,7 +200,7 @@ def secret_values(config: Config) -> dict[str, str]:
             is_secret(name)
             or (
                 name not in VARIABLES
-                and name.endswith(("TOKEN", "SECRET", "PASSWORD", "KEY"))
+                and name.upper().endswith(("TOKEN", "SECRET", "PASSWORD", "KEY"))
             )
         )
     }

@@ -1,7 +1,8 @@
 """Rendering the stack's files into DIR/artifacts/ from a Config and a Discovery.
 
-The `*_document` functions are pure; `render` writes them atomically. Files
-that hold a secret are written with mode 0600.
+`artifacts` is pure: it builds every file in memory and raises, before
+anything is written, when the discovery document lacks a value. `write` then
+writes them atomically; files that hold a secret get mode 0600.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -26,6 +28,25 @@ logger = logging.getLogger(__name__)
 PRIVATE = 0o600
 PUBLIC = 0o644
 
+# Keys of the rendered env files whose values are secrets.
+SECRET_ENV_KEYS = (
+    "AUTH_CLIENT_SECRET",
+    "QF_AUTH_SECRET",
+    "QF_STORE_ENGINE_POSTGRES_DSN",
+    "QF_STORE_ENGINE_MYSQL_DSN",
+    "ENCRYPTION_KEY",
+    "STATIC_API_KEY",
+)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of artifacts/, rendered in memory."""
+
+    name: str
+    text: str
+    mode: int
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -37,18 +58,24 @@ class Rendered:
 
 def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
     """management.json, with every value the reference names."""
-    issuer = discovery.issuer
+    issuer = _required(discovery, "issuer")
+    jwks_uri = _required(discovery, "jwks_uri")
     token_endpoint = _required(discovery, "token_endpoint")
     authorization_endpoint = _required(discovery, "authorization_endpoint")
     device_endpoint = discovery.field("device_authorization_endpoint")
-    if config.device_provider != "none" and not device_endpoint:
-        raise IdentityProviderError(
-            "discovery",
-            "the document has no device_authorization_endpoint but "
-            "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER is "
-            f"{config.device_provider!r}.",
-            fix="set QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER=none.",
-        )
+    if config.device_provider != "none":
+        if not device_endpoint:
+            raise IdentityProviderError(
+                "discovery",
+                "the document has no device_authorization_endpoint but "
+                "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER is "
+                f"{config.device_provider!r}.",
+                fix="set QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER=none.",
+            )
+        device_endpoint = _required(discovery, "device_authorization_endpoint")
+    elif not _is_url(device_endpoint):
+        # The device flow is off: an unusable value is left out, not copied.
+        device_endpoint = ""
     turn_uri = f"{config.turn_domain}:3478"
     pkce_audience = "" if config.dashboard_audience == "none" else config.audience
     extra = dict(config.idp_extra)
@@ -95,7 +122,7 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
             "Address": f"0.0.0.0:{config.mgmt_api_port}",
             "AuthIssuer": issuer,
             "AuthAudience": config.audience,
-            "AuthKeysLocation": discovery.jwks_uri,
+            "AuthKeysLocation": jwks_uri,
             "AuthUserIDClaim": config.get("QUFABRIC_AUTH_USER_ID_CLAIM"),
             "CertFile": "",
             "CertKey": "",
@@ -127,7 +154,7 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
                 "DeviceAuthEndpoint": device_endpoint,
                 "Scope": config.device_scope,
                 "UseIDToken": config.device_use_id_token,
-                "RedirectURLs": None,
+                "RedirectURLs": [],
             },
         },
         "PKCEAuthorizationFlow": {
@@ -149,14 +176,33 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
 
 
 def _required(discovery: Discovery, name: str) -> str:
-    value = discovery.field(name)
-    if not value:
+    """A URL field of the discovery document; missing or malformed raises."""
+    raw = discovery.document.get(name)
+    if raw is None or raw == "":
         raise IdentityProviderError(
             "discovery",
             f"the document at {discovery.url} has no {name}.",
             fix="check that the configuration endpoint is PocketID's.",
         )
-    return value
+    if not isinstance(raw, str) or not _is_url(raw):
+        shown = json.dumps(raw)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise IdentityProviderError(
+            "discovery",
+            f"the document at {discovery.url} has {name} = {shown}, "
+            "not an http(s) URL.",
+            fix="check PocketID's APP_URL and INTERNAL_APP_URL settings.",
+        )
+    return raw
+
+
+def _is_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(c.isspace() for c in value)
+    )
 
 
 def turnserver_conf(config: Config) -> str:
@@ -187,7 +233,7 @@ def dashboard_env(config: Config, discovery: Discovery) -> dict[str, str]:
         "AUTH_AUDIENCE": config.dashboard_audience,
         "AUTH_CLIENT_ID": config.client_id,
         "AUTH_CLIENT_SECRET": config.get("QUFABRIC_AUTH_CLIENT_SECRET"),
-        "AUTH_AUTHORITY": discovery.issuer,
+        "AUTH_AUTHORITY": _required(discovery, "issuer"),
         "USE_AUTH0": "true" if config.use_auth0 else "false",
         "AUTH_SUPPORTED_SCOPES": config.scopes,
         "AUTH_REDIRECT_URI": config.redirect_uri,
@@ -245,6 +291,7 @@ def compose_env(config: Config, hashes: dict[str, str]) -> dict[str, str]:
         "QFS_TURN_MAX_PORT": str(config.turn_max_port),
         "QFS_POCKETID_PORT": str(config.pocketid_port),
         "QFS_CA_BUNDLE": str(config.ca_bundle or ""),
+        "QFS_HEALTH_START_PERIOD": config.get("QFSTACK_HEALTH_START_PERIOD"),
         "QFS_IMAGE_DASHBOARD": images.dashboard,
         "QFS_IMAGE_SIGNAL": images.signal,
         "QFS_IMAGE_RELAY": images.relay,
@@ -258,9 +305,8 @@ def compose_env(config: Config, hashes: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def render(config: Config, discovery: Discovery) -> Rendered:
-    """Write every artifact; returns the paths and which of them changed."""
-    out = config.artifacts
+def artifacts(config: Config, discovery: Discovery) -> list[Artifact]:
+    """Every file of artifacts/, in memory; raises before anything is written."""
     management = json.dumps(management_document(config, discovery), indent=4) + "\n"
     turnserver = turnserver_conf(config)
     hashes = {
@@ -269,39 +315,57 @@ def render(config: Config, discovery: Discovery) -> Rendered:
         "management": _digest(management),
         "coturn": _digest(turnserver),
     }
-    files: list[tuple[str, str, int]] = [
-        ("management.json", management, PRIVATE),
-        ("turnserver.conf", turnserver, PRIVATE),
-        (
+    files = [
+        Artifact("management.json", management, PRIVATE),
+        Artifact("turnserver.conf", turnserver, PRIVATE),
+        Artifact(
             "dashboard.env",
             format_env(dashboard_env(config, discovery), _HEADER),
             PRIVATE,
         ),
-        ("relay.env", format_env(relay_env(config), _HEADER), PRIVATE),
-        ("management.env", format_env(management_env(config), _HEADER), PRIVATE),
-        ("compose.env", format_env(compose_env(config, hashes), _HEADER), PUBLIC),
-        ("discovery.json", snapshot(discovery), PUBLIC),
+        Artifact("relay.env", format_env(relay_env(config), _HEADER), PRIVATE),
+        Artifact(
+            "management.env", format_env(management_env(config), _HEADER), PRIVATE
+        ),
+        Artifact(
+            "compose.env", format_env(compose_env(config, hashes), _HEADER), PUBLIC
+        ),
+        Artifact("discovery.json", snapshot(discovery), PUBLIC),
     ]
     if config.bundled_pocketid:
         files.append(
-            ("pocketid.env", format_env(pocketid_env(config), _HEADER), PRIVATE)
+            Artifact("pocketid.env", format_env(pocketid_env(config), _HEADER), PRIVATE)
         )
+    return files
+
+
+def write(config: Config, files: list[Artifact]) -> Rendered:
+    """Write `files` into artifacts/, each atomically; unchanged ones stay put."""
     paths, changed = [], []
-    for name, text, mode in files:
-        path = out / name
+    for item in files:
+        path = config.artifacts / item.name
         paths.append(path)
-        if write_atomic(path, text, mode=mode):
+        if write_atomic(path, item.text, mode=item.mode):
             changed.append(path)
             logger.info("wrote %s", path)
     return Rendered(paths=paths, changed=changed)
 
 
+def render(config: Config, discovery: Discovery) -> Rendered:
+    """Write every artifact; returns the paths and which of them changed."""
+    return write(config, artifacts(config, discovery))
+
+
 def render_bootstrap(config: Config) -> Path:
-    """The files needed to start the bundled PocketID before discovery exists."""
+    """What Compose needs before discovery is known: compose.env (keeping the
+    previous configuration hashes) and, when bundled, PocketID's environment."""
     out = config.artifacts
-    write_atomic(
-        out / "pocketid.env", format_env(pocketid_env(config), _HEADER), mode=PRIVATE
-    )
+    if config.bundled_pocketid:
+        write_atomic(
+            out / "pocketid.env",
+            format_env(pocketid_env(config), _HEADER),
+            mode=PRIVATE,
+        )
     path = out / "compose.env"
     previous = dotenv_values(path, interpolate=False) if path.is_file() else {}
     hashes = {

@@ -117,7 +117,11 @@ class Stack:
 
     def ps(self) -> list[ServiceState]:
         """Every container of the project, in one `docker compose ps` call."""
-        out = self._run(["ps", "--all", "--format", "json"], "list containers")
+        # By project name alone: works before anything is rendered, and costs
+        # no parsing of the Compose files.
+        argv = ["docker", "compose", "--project-name", self.project, "ps", "--all",
+                "--format", "json"]
+        out = self._run_argv(argv, "list containers")
         return [_service_state(item) for item in _json_lines(out)]
 
     def logs(self, service: str, tail: int = 20) -> list[str]:
@@ -281,7 +285,9 @@ class Stack:
         return json.loads(out) if out.strip() else {}
 
     def _run(self, argv: list[str], what: str) -> str:
-        command = [*self.docker.compose.docker_compose_cmd, *argv]
+        return self._run_argv([*self.docker.compose.docker_compose_cmd, *argv], what)
+
+    def _run_argv(self, command: list[str], what: str) -> str:
         try:
             return str(run(command))
         except DockerException as exc:

@@ -1,0 +1,155 @@
+"""The lifecycle on a real engine: converge, fail early, keep data, bounded cost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import (
+    ROOT,
+    STANDIN_IMAGES,
+    free_ports,
+    local_ports_env,
+    project_containers,
+    project_name,
+    project_volumes,
+    qfstack,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _bundled(directory: Path, extra: str = "") -> None:
+    (port,) = free_ports(1)
+    (directory / "setup.env").write_text(
+        "QUFABRIC_DOMAIN=localhost\nQFSTACK_BUNDLED_POCKETID=true\n"
+        f"QFSTACK_POCKETID_PORT={port}\n" + local_ports_env() + STANDIN_IMAGES + extra
+    )
+
+
+def _installation_id(project: str) -> str:
+    done = subprocess.run(
+        ["docker", "exec", f"{project}-management-1", "python3", "-c",
+         "import sqlite3; print(sqlite3.connect('/var/lib/qufabric/store.db')"
+         ".execute('select id from installation').fetchone()[0])"],
+        capture_output=True, text=True, check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_down_keeps_volumes_and_down_volumes_removes_them(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    project = project_name(stack_dir)
+
+    refused = qfstack(stack_dir, "down", "--volumes")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert project_containers(project)
+
+    assert qfstack(stack_dir, "down").returncode == 0
+    assert project_containers(project) == []
+    assert f"{project}_management" in project_volumes(project)
+
+    gone = qfstack(stack_dir, "down", "--volumes", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert "volumes are removed" in gone.stderr
+    assert project_volumes(project) == []
+
+
+def test_backup_destroy_restore_brings_back_the_same_data(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    project = project_name(stack_dir)
+    original = _installation_id(project)
+    secrets_before = (stack_dir / "secrets.env").read_text()
+
+    backup = qfstack(stack_dir, "backup")
+    assert backup.returncode == 0, backup.stderr
+    archive = Path(backup.stdout.strip())
+    assert archive.is_file() and oct(archive.stat().st_mode)[-3:] == "600"
+
+    assert qfstack(stack_dir, "down", "--volumes", "--yes").returncode == 0
+    (stack_dir / "secrets.env").unlink()
+    restored = qfstack(stack_dir, "restore", "--yes", str(archive))
+    assert restored.returncode == 0, restored.stderr
+    assert _installation_id(project) == original
+    assert (stack_dir / "secrets.env").read_text() == secrets_before
+
+
+@pytest.mark.parametrize(
+    ("service", "knob"),
+    [
+        pytest.param("signal", "STANDIN_EXIT_AFTER: \"1\"", id="crash-loop"),
+        pytest.param("relay", "STANDIN_NO_LISTEN: \"1\"", id="unhealthy"),
+    ],
+)
+def test_a_failing_service_is_named_within_seconds(
+    standin_images, stack_dir: Path, service: str, knob: str
+) -> None:
+    _bundled(stack_dir, "QFSTACK_HEALTH_START_PERIOD=3\n")
+    (stack_dir / "compose.override.yml").write_text(
+        f"services:\n  {service}:\n    environment:\n      {knob}\n")
+    started = time.monotonic()
+    result = qfstack(stack_dir, "up", "--timeout", "170")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3, result.stderr
+    assert f"service {service}" in result.stderr
+    assert "last log lines" in result.stderr
+    assert elapsed < 60, f"took {elapsed:.0f}s, as long as a timeout"
+
+
+def test_a_taken_port_is_reported_before_any_container_starts(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    port = int(next(line.split("=")[1] for line in
+                    (stack_dir / "setup.env").read_text().splitlines()
+                    if line.startswith("QUFABRIC_MGMT_API_PORT=")))
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = qfstack(stack_dir, "up", "--timeout", "60")
+    assert result.returncode == 1, result.stderr
+    assert "QUFABRIC_MGMT_API_PORT" in result.stderr
+    assert f"port {port}" in result.stderr and "pid" in result.stderr
+    assert project_containers(project_name(stack_dir)) == []
+
+
+def test_ctrl_c_during_up_exits_130_with_files_intact(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    (stack_dir / "compose.override.yml").write_text(
+        "services:\n  pocketid:\n    environment:\n      EMU_START_DELAY: \"30\"\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qfstack", "--dir", str(stack_dir), "up",
+         "--timeout", "120"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    time.sleep(6)
+    setup_before = (stack_dir / "setup.env").read_text()
+    secrets_before = (stack_dir / "secrets.env").read_text()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted while" in stderr
+    assert "Traceback" not in stderr
+    assert (stack_dir / "setup.env").read_text() == setup_before
+    assert (stack_dir / "secrets.env").read_text() == secrets_before
+    for path in (stack_dir / "artifacts").iterdir():
+        assert not path.name.endswith(".tmp"), path
+    state = json.loads((stack_dir / "artifacts" / "state.json").read_text()) if (
+        stack_dir / "artifacts" / "state.json").exists() else {"healthy": False}
+    assert state["healthy"] is False
