@@ -7,6 +7,7 @@ timeout, 130 interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,6 @@ from qfstack.lifecycle import (
     compose_config,
     read_backup,
     render_stack,
-    secret_values,
 )
 from qfstack.lifecycle import backup as stack_backup
 from qfstack.lifecycle import down as stack_down
@@ -48,7 +48,7 @@ from qfstack.lifecycle import up as stack_up
 from qfstack.lifecycle import upgrade as stack_upgrade
 from qfstack.oidc import HttpSettings, parse_resolve
 from qfstack.readiness import CheckResult
-from qfstack.secrets import redact
+from qfstack.secrets import plan_secrets
 from qfstack.setup_env import init_setup_env, init_values, read_existing
 from qfstack.stack import Stack
 
@@ -245,17 +245,29 @@ def down(obj: Context, volumes: bool, yes: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @pass_context
-def validate(obj: Context) -> None:
+def validate(obj: Context, as_json: bool) -> None:
     """Check setup.env and report every problem at once (exit 2 on errors)."""
+    findings: list[Finding] = []
     try:
         config = load_config(obj.directory)
+        findings = list(config.findings)
+        plan_secrets(config)  # the datastore key must not change; writes nothing
     except ConfigError as exc:
-        show_findings(obj.err, exc.findings)
-        obj.err.print(f"[red]{escape(exc.message)}[/]")
+        findings += exc.findings
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = sum(1 for f in findings if f.level == "warning")
+    if as_json:
+        items = [dataclasses.asdict(f) for f in findings]
+        click.echo(json.dumps({"valid": not errors, "findings": items}, indent=2))
+    else:
+        show_findings(obj.err, findings)
+    if errors:
+        obj.err.print(
+            f"[red]setup.env has {errors} error(s)[/] and {warnings} warning(s)."
+        )
         sys.exit(EXIT_USAGE)
-    show_findings(obj.err, config.findings)
-    warnings = sum(1 for f in config.findings if f.level == "warning")
     obj.err.print(f"[green]setup.env is valid[/] ({warnings} warning(s)).")
 
 
@@ -276,11 +288,9 @@ def render(obj: Context) -> None:
 def config_command(obj: Context, show_secrets: bool) -> None:
     """Print the merged Compose configuration (secrets masked)."""
     config = obj.config()
-    text = compose_config(config)
+    text = compose_config(config, show_secrets=show_secrets)
     if show_secrets:
         obj.err.print("[yellow]warning:[/] printing secrets unmasked.")
-    else:
-        text = redact(text, secret_values(config))
     click.echo(text, nl=False)
 
 
@@ -332,15 +342,17 @@ def init(
         prompt=_prompt if interactive else None,
     )
     result = init_setup_env(obj.directory, existing, requested, os.environ)
-    if not result.changed:
-        obj.err.print(f"{result.path} already says that; nothing changed.")
-        return
     if result.backup:
         obj.err.print(f"Kept the previous file as {result.backup.name}.")
-    shown = [
-        n if n not in result.generated else f"{n} (generated)" for n in result.changed
-    ]
-    obj.err.print(f"Wrote {result.path}: " + ", ".join(shown))
+    if result.changed:
+        obj.err.print(f"Wrote {result.path}: " + ", ".join(result.changed))
+    elif not result.backup and existing:
+        obj.err.print(f"{result.path} already says that; nothing changed.")
+    if result.generated:
+        obj.err.print(
+            f"Generated {', '.join(result.generated)} once, in "
+            f"{result.secrets_path} (back it up; it is never replaced)."
+        )
 
 
 def _prompt(name: str, text: str, secret: bool) -> str:

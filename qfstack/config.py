@@ -7,17 +7,21 @@ listing every problem at once. Only this module reads setup.env.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
+import io
 import ipaddress
 import logging
 import os
 import re
-from collections.abc import Mapping
+import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from qfstack.errors import ConfigError, Finding
 
@@ -31,6 +35,9 @@ EXTRA_PREFIX = "QUFABRIC_IDP_MGMT_EXTRA_"
 STORE_ENGINES = ("sqlite", "postgres", "mysql")
 TOKEN_SOURCES = ("accessToken", "idToken")
 DEVICE_PROVIDERS = ("none", "hosted")
+IDP_MANAGERS = ("pocketid", "none")
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+_PLACEHOLDER = re.compile(r"<[A-Za-z_][A-Za-z0-9_ ]*>")
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,8 @@ VARIABLES: dict[str, Var] = _vars(
     Var("QFSTACK_DASHBOARD_HTTP_PORT", "80"),
     Var("QFSTACK_DASHBOARD_HTTPS_PORT", "443"),
     Var("QFSTACK_COTURN_NETWORK", doc="host (default) or bridge (local stacks)"),
+    Var("QFSTACK_IMAGE_REGISTRY", doc="registry or mirror prefix for every image"),
+    Var("QFSTACK_HEALTH_START_PERIOD", "15", doc="seconds before failed probes count"),
     Var("QFSTACK_CA_BUNDLE", doc="PEM file of CAs trusted for the identity provider"),
     Var("QFSTACK_BUNDLED_POCKETID", "false"),
     Var("QFSTACK_POCKETID_IMAGE", "ghcr.io/pocket-id/pocket-id"),
@@ -249,24 +258,94 @@ def read_setup_env(directory: Path) -> dict[str, str]:
                 )
             ],
         )
-    raw = dotenv_values(path, interpolate=False)
-    return {key: (value or "").strip() for key, value in raw.items()}
+    # parse_stream is what dotenv_values uses, minus its log line per bad
+    # line: file_findings reports those, naming the variable.
+    return {
+        binding.key: (binding.value or "").strip()
+        for binding in parse_stream(io.StringIO(path.read_text()))
+        if binding.key is not None and not binding.error
+    }
+
+
+def file_findings(directory: Path) -> list[Finding]:
+    """Problems of setup.env as a file: unreadable lines, repeats, its mode.
+
+    python-dotenv silently skips what it cannot parse, so each such line is
+    named here.
+    """
+    path = setup_env_path(directory)
+    findings: list[Finding] = []
+    try:
+        text = path.read_text()
+        mode = path.stat().st_mode
+    except OSError:
+        return findings
+    seen: dict[str, int] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            match = _ASSIGNMENT.match(binding.original.string)
+            findings.append(
+                Finding(
+                    "error",
+                    match.group(1) if match else f"{SETUP_ENV} line {line}",
+                    f"{SETUP_ENV} line {line} cannot be read (an unclosed quote "
+                    "or a line that is not NAME=VALUE) and is ignored.",
+                    'write it as NAME="value" with matching quotes.',
+                )
+            )
+        elif binding.key is not None:
+            if binding.key in seen:
+                findings.append(
+                    Finding(
+                        "warning",
+                        binding.key,
+                        f"is set on line {seen[binding.key]} and again on line "
+                        f"{line}; the last one wins.",
+                        "keep one of the two lines.",
+                    )
+                )
+            seen[binding.key] = line
+    if mode & 0o077:
+        findings.append(
+            Finding(
+                "warning",
+                SETUP_ENV,
+                f"is readable by other users (mode {stat.S_IMODE(mode):04o}) "
+                "and holds the PocketID API key.",
+                f"chmod 600 {path}",
+            )
+        )
+    return findings
 
 
 def load_config(directory: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, validate and derive the stack configuration of `directory`."""
     directory = directory.resolve()
     values = read_setup_env(directory)
-    return build_config(directory, values, os.environ if environ is None else environ)
+    return build_config(
+        directory,
+        values,
+        os.environ if environ is None else environ,
+        notes=file_findings(directory),
+    )
 
 
 def build_config(
-    directory: Path, values: Mapping[str, str], environ: Mapping[str, str]
+    directory: Path,
+    values: Mapping[str, str],
+    environ: Mapping[str, str],
+    *,
+    notes: Sequence[Finding] = (),
 ) -> Config:
-    """Validate `values` (setup.env) and derive the whole configuration."""
+    """Validate `values` (setup.env) and derive the whole configuration.
+
+    `notes` are findings made elsewhere (about the file itself) that belong
+    in the same report.
+    """
     check = _Checker(values)
     config = check.build(directory)
-    findings = check.findings + _shell_overrides(values, environ)
+    findings = [*notes, *check.findings, *_shell_overrides(values, environ)]
     errors = [f for f in findings if f.level == "error"]
     if errors or config is None:
         count = len(errors)
@@ -309,7 +388,9 @@ class _Checker:
         value = self.raw(name)
         parsed = _parse_bool(value)
         if parsed is None:
-            self.error(name, f"is {value!r}, not a boolean.", "use true or false.")
+            self.error(
+                name, f"is {_shown(name, value)}, not a boolean.", "use true or false."
+            )
             return False
         return parsed
 
@@ -318,7 +399,7 @@ class _Checker:
         if not value.isdigit() or not 0 < int(value) < 65536:
             self.error(
                 name,
-                f"is {value!r}, not a port number.",
+                f"is {_shown(name, value)}, not a port number.",
                 "use a number from 1 to 65535.",
             )
             return 0
@@ -327,15 +408,20 @@ class _Checker:
     def choice(self, name: str, choices: tuple[str, ...]) -> str:
         value = self.raw(name)
         if value not in choices:
-            self.error(name, f"is {value!r}.", f"use one of: {', '.join(choices)}.")
+            self.error(
+                name,
+                f"is {_shown(name, value)}, which qfstack does not support.",
+                f"use one of: {', '.join(choices)}.",
+            )
         return value
 
     def url(self, name: str, value: str, *, path_allowed: bool = True) -> bool:
+        shown = _shown(name, value)
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             self.error(
                 name,
-                f"is {value!r}, not an http(s) URL.",
+                f"is {shown}, not an http(s) URL.",
                 "write it as https://host[:port]/path.",
             )
             return False
@@ -344,18 +430,49 @@ class _Checker:
         except ValueError:
             self.error(
                 name,
-                f"has an invalid port in {value!r}.",
+                f"has an invalid port in {shown}.",
                 "use a port from 1 to 65535.",
+            )
+            return False
+        if parts.username is not None or parts.password is not None:
+            self.error(
+                name,
+                "carries a user name or password in the URL.",
+                "remove the user:password@ part; PocketID needs none there.",
+            )
+            return False
+        if not _is_hostname(parts.hostname, url=True) or any(
+            c.isspace() for c in value
+        ):
+            self.error(
+                name,
+                f"is {shown}; its host {parts.hostname!r} is not a valid host name.",
+                "check the URL for typos and stray characters.",
             )
             return False
         if not path_allowed and parts.path not in ("", "/"):
             self.error(
                 name,
-                f"is {value!r}; a path is not allowed here.",
+                f"is {shown}; a path is not allowed here.",
                 "give only scheme, host and port.",
             )
             return False
+        if parts.query or parts.fragment:
+            self.error(
+                name,
+                f"is {shown}; a ?query or #fragment is not allowed here.",
+                "remove everything from the ? or #.",
+            )
+            return False
         return True
+
+    def hostname(self, name: str, value: str) -> None:
+        if value and not _is_hostname(value):
+            self.error(
+                name,
+                f"is {value!r}, not a host name.",
+                "give the bare host name, without scheme, port or path.",
+            )
 
     def unknown(self) -> None:
         for name in self.values:
@@ -370,8 +487,35 @@ class _Checker:
             else:
                 self.warn(name, "is not a variable qfstack knows; it is ignored.", hint)
 
+    def characters(self) -> None:
+        """Values that would break the files rendered from them."""
+        for name, value in self.values.items():
+            if name not in VARIABLES and not name.startswith(EXTRA_PREFIX):
+                continue
+            placeholder = _PLACEHOLDER.search(value)
+            if placeholder and not is_secret(name):
+                self.error(
+                    name,
+                    f"still holds the guide's placeholder {placeholder.group(0)}.",
+                    "replace it with the real value.",
+                )
+            elif placeholder:
+                self.error(
+                    name,
+                    "still holds a placeholder in angle brackets.",
+                    "replace it with the real value.",
+                )
+            if "'" in value or "\n" in value or "\r" in value:
+                self.error(
+                    name,
+                    "contains a single quote or a line break, which cannot be "
+                    "written into the rendered env files.",
+                    "remove it (percent-encode it as %27 inside a URL).",
+                )
+
     def build(self, directory: Path) -> Config | None:
         self.unknown()
+        self.characters()
         v = self.values
 
         domain = self.required("QUFABRIC_DOMAIN")
@@ -414,16 +558,17 @@ class _Checker:
         elif not client_id:
             client_id = "qufabric"
         audience = v.get("QUFABRIC_AUTH_AUDIENCE") or client_id
-        if audience != client_id:
-            self.warn(
+        if client_id and audience != client_id:
+            self.error(
                 "QUFABRIC_AUTH_AUDIENCE",
                 f"is {audience!r} but the client id is {client_id!r}; PocketID "
-                "puts the client id in the token's audience.",
-                "set QUFABRIC_AUTH_AUDIENCE to the client id.",
+                "puts the client id in the token's audience, so management "
+                "would reject every token.",
+                "set QUFABRIC_AUTH_AUDIENCE to the client id (or remove it).",
             )
 
         use_auth0 = self.boolean("QUFABRIC_USE_AUTH0")
-        idp_manager = self.raw("QUFABRIC_MGMT_IDP")
+        idp_manager = self.choice("QUFABRIC_MGMT_IDP", IDP_MANAGERS)
         if use_auth0 and idp_manager == "pocketid":
             self.error(
                 "QUFABRIC_USE_AUTH0",
@@ -493,9 +638,11 @@ class _Checker:
         )
 
         turn_domain = v.get("QUFABRIC_TURN_DOMAIN") or domain
+        self.hostname("QUFABRIC_TURN_DOMAIN", v.get("QUFABRIC_TURN_DOMAIN", ""))
         turn_ip = v.get("QUFABRIC_TURN_EXTERNAL_IP", "")
         if turn_ip:
             self.turn_ip(turn_ip)
+        self.turn_credentials()
         coturn_network = v.get("QFSTACK_COTURN_NETWORK") or (
             "bridge" if local else "host"
         )
@@ -520,10 +667,19 @@ class _Checker:
                     f"set {dsn} to the database's connection string.",
                 )
 
+        self.hostname("QUFABRIC_MGMT_DNS_DOMAIN", self.raw("QUFABRIC_MGMT_DNS_DOMAIN"))
+        self.encryption_keys(bundled)
         ca_bundle = self.ca_bundle()
         scheme = "http" if local else "https"
         letsencrypt = "none" if (local or disable_le) else domain
-        if letsencrypt != "none" and not v.get("QUFABRIC_LETSENCRYPT_EMAIL"):
+        email = v.get("QUFABRIC_LETSENCRYPT_EMAIL", "")
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            self.error(
+                "QUFABRIC_LETSENCRYPT_EMAIL",
+                f"is {email!r}, not an e-mail address.",
+                "give an address like admin@example.com.",
+            )
+        elif letsencrypt != "none" and not email:
             self.warn(
                 "QUFABRIC_LETSENCRYPT_EMAIL",
                 "is empty; Let's Encrypt will not send expiry notices.",
@@ -617,6 +773,15 @@ class _Checker:
                 "keys would travel unencrypted.",
                 "serve PocketID over https and use an https:// URL.",
             )
+        elif _is_loopback(host):
+            self.warn(
+                name,
+                f"points at {host}, which inside the management container is "
+                "the container itself; management fetches this URL when it "
+                "starts and exits without an answer.",
+                "use a name the containers can resolve, or run PocketID in "
+                "the stack with QFSTACK_BUNDLED_POCKETID=true.",
+            )
         return endpoint, endpoint
 
     def idp_manager(
@@ -636,7 +801,15 @@ class _Checker:
         endpoint = self.required(endpoint_var, " with QUFABRIC_MGMT_IDP=pocketid")
         self.required(EXTRA_PREFIX + "API_TOKEN", " with QUFABRIC_MGMT_IDP=pocketid")
         valid = endpoint and self.url(endpoint_var, endpoint, path_allowed=False)
-        if valid and authority and endpoint.rstrip("/") != authority.rstrip("/"):
+        host = urlsplit(endpoint).hostname or ""
+        if valid and urlsplit(endpoint).scheme == "http" and not _is_loopback(host):
+            self.error(
+                endpoint_var,
+                f"uses http:// for the non-local host {host}; the PocketID API "
+                "key would travel unencrypted.",
+                "use PocketID's https:// base URL.",
+            )
+        elif valid and authority and endpoint.rstrip("/") != authority.rstrip("/"):
             self.warn(
                 endpoint_var,
                 f"is {endpoint!r} but the identity provider is at "
@@ -712,6 +885,48 @@ class _Checker:
                 "give the public address.",
             )
 
+    def turn_credentials(self) -> None:
+        user = self.raw("QUFABRIC_TURN_USER")
+        if not user or ":" in user or any(c.isspace() for c in user):
+            self.error(
+                "QUFABRIC_TURN_USER",
+                f"is {user!r}; coturn's user=NAME:PASSWORD line needs a name "
+                "without ':' or spaces.",
+                "use a plain name such as self.",
+            )
+        password = self.values.get("QUFABRIC_TURN_PASSWORD", "")
+        if any(c.isspace() for c in password):
+            self.error(
+                "QUFABRIC_TURN_PASSWORD",
+                "contains white space, which coturn's user= line cannot hold.",
+                "remove it from setup.env; qfstack then generates one.",
+            )
+
+    def encryption_keys(self, bundled: bool) -> None:
+        name = "QUFABRIC_DATASTORE_ENCRYPTION_KEY"
+        key = self.values.get(name, "")
+        if key and _base64_length(key) not in (16, 24, 32):
+            self.error(
+                name,
+                "is not the base64 encoding of a 16, 24 or 32 byte key; "
+                "management cannot encrypt its store with it.",
+                f"remove {name} from setup.env; qfstack generates one once and "
+                "keeps it in secrets.env.",
+            )
+        if not bundled:
+            return
+        for name, what in (
+            ("QFSTACK_POCKETID_ENCRYPTION_KEY", "bytes"),
+            ("QFSTACK_POCKETID_STATIC_API_KEY", "characters"),
+        ):
+            value = self.values.get(name, "")
+            if value and len(value) < 16:
+                self.error(
+                    name,
+                    f"is shorter than the 16 {what} PocketID requires.",
+                    f"remove {name}; qfstack generates one once.",
+                )
+
     def ca_bundle(self) -> Path | None:
         value = self.values.get("QFSTACK_CA_BUNDLE", "")
         if not value:
@@ -738,8 +953,12 @@ class _Checker:
         return project
 
     def images(self) -> Images:
+        registry = self.values.get("QFSTACK_IMAGE_REGISTRY", "").strip("/")
+
         def ref(image_var: str, tag_var: str) -> str:
             image, tag = self.raw(image_var), self.raw(tag_var)
+            if registry:
+                image = f"{registry}/{_without_registry(image)}"
             last = image.rsplit("/", 1)[-1]
             return image if ("@" in image or ":" in last) else f"{image}:{tag}"
 
@@ -756,26 +975,63 @@ class _Checker:
 def _shell_overrides(
     values: Mapping[str, str], environ: Mapping[str, str]
 ) -> list[Finding]:
-    """Warn about exported variables that differ from setup.env."""
+    """Warn about exported variables that differ from setup.env.
+
+    qfstack reads only setup.env, but `docker compose` and scripts that the
+    operator runs by hand read the shell: a stale export is worth naming.
+    """
     findings = []
-    for name, value in values.items():
-        exported = environ.get(name)
-        if exported is not None and exported != value:
-            shown = "a different value" if is_secret(name) else repr(exported)
-            findings.append(
-                Finding(
-                    "warning",
-                    name,
-                    f"the shell exports {shown}, which differs from {SETUP_ENV}; "
-                    f"qfstack uses {SETUP_ENV}.",
-                    f"`unset {name}` so other tools do not pick up the stale value.",
-                )
+    for name, exported in sorted(environ.items()):
+        if name not in VARIABLES and not name.startswith(EXTRA_PREFIX):
+            continue
+        value = values.get(name)
+        if value is None:
+            default = VARIABLES[name].default if name in VARIABLES else ""
+            if exported == default:
+                continue
+            used = f"the default {default!r}" if default else "no value"
+            shown = "a value" if is_secret(name) else repr(exported)
+            message = (
+                f"the shell exports {shown}, but {SETUP_ENV} does not set it; "
+                f"qfstack ignores the shell and uses {used}."
             )
+            fix = f"set {name} in {SETUP_ENV}, or `unset {name}`."
+        elif exported != value:
+            shown = "a different value" if is_secret(name) else repr(exported)
+            message = (
+                f"the shell exports {shown}, which differs from {SETUP_ENV}; "
+                f"qfstack uses {SETUP_ENV}."
+            )
+            fix = f"`unset {name}` so other tools do not pick up the stale value."
+        else:
+            continue
+        findings.append(Finding("warning", name, message, fix))
     return findings
+
+
+def _without_registry(image: str) -> str:
+    """`ghcr.io/pocket-id/pocket-id` -> `pocket-id/pocket-id` (for a mirror)."""
+    first, sep, rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return rest
+    return image
 
 
 def _extra_key(suffix: str) -> str:
     return "".join(part.capitalize() for part in suffix.lower().split("_") if part)
+
+
+def _shown(name: str, value: str) -> str:
+    """A value as a message may show it: secrets never appear."""
+    return "a secret value" if is_secret(name) else repr(value)
+
+
+def _base64_length(value: str) -> int:
+    """The decoded length of standard base64 `value`, or -1 when invalid."""
+    try:
+        return len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        return -1
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -804,8 +1060,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _is_hostname(value: str) -> bool:
+def _is_hostname(value: str, *, url: bool = False) -> bool:
+    """A host name or IP address; in a URL, Docker's names with '_' pass too."""
     if _is_ip(value):
         return True
-    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+    chars = "a-z0-9_-" if url else "a-z0-9-"
+    label = rf"(?!-)[{chars}]{{1,63}}(?<!-)"
     return re.fullmatch(rf"{label}(\.{label})*", value.lower()) is not None

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 SECRETS_ENV = "secrets.env"
 ENCRYPTION_KEY = "QUFABRIC_DATASTORE_ENCRYPTION_KEY"
+MASK = "********"
 
 
 def generate(name: str) -> str:
@@ -53,43 +56,86 @@ def written_encryption_key(directory: Path) -> str:
     return key if isinstance(key, str) else ""
 
 
-def ensure_secrets(config: Config) -> Config:
-    """Return `config` with every secret it needs, generating missing ones once."""
+@dataclass(frozen=True)
+class SecretPlan:
+    """The secrets a configuration needs and what secrets.env must become.
+
+    Planning writes nothing, so a caller can check everything else first and
+    store the secrets only when it is about to use them.
+    """
+
+    directory: Path
+    values: dict[str, str]
+    generated: list[str]
+    # The new secrets.env content, or None when the file stays as it is.
+    store: dict[str, str] | None
+
+    def save(self) -> bool:
+        """Write secrets.env when it must change; returns whether it did."""
+        if self.store is None:
+            return False
+        text = format_env(self.store, _HEADER)
+        written = write_atomic(self.directory / SECRETS_ENV, text, mode=0o600)
+        for name in self.generated:
+            logger.info("generated %s (kept in %s)", name, SECRETS_ENV)
+        return written
+
+
+def plan_secrets(config: Config) -> SecretPlan:
+    """Every secret `config` needs: configured, stored, or to be generated.
+
+    Raises ConfigError when setup.env sets a datastore key that differs from
+    the one management already uses.
+    """
     directory = config.directory
     stored = read_stored(directory)
     wanted = list(GENERATED_SECRETS)
     if config.bundled_pocketid:
         wanted += BUNDLED_SECRETS
-    result: dict[str, str] = {}
+    values: dict[str, str] = {}
+    generated: list[str] = []
     changed = False
 
     for name in wanted:
         configured = config.values.get(name, "")
         if name == ENCRYPTION_KEY:
-            value, updated = _encryption_key(
-                directory, configured, stored.get(name, "")
-            )
+            value, source = _encryption_key(directory, configured, stored.get(name))
         elif configured:
-            value, updated = configured, False
+            value, source = configured, "setup.env"
         elif stored.get(name):
-            value, updated = stored[name], False
+            value, source = stored[name], SECRETS_ENV
         else:
-            value, updated = generate(name), True
-            logger.info("generated %s (kept in %s)", name, SECRETS_ENV)
-        result[name] = value
-        changed |= updated and not configured
+            value, source = generate(name), "generated"
+        values[name] = value
+        if source == "generated":
+            generated.append(name)
+        # A generated key, or one management wrote, belongs in secrets.env.
+        changed |= source != "setup.env" and stored.get(name) != value
 
+    store = None
     if changed:
-        keep = {
+        store = {
             **stored,
-            **{k: v for k, v in result.items() if not config.values.get(k)},
+            **{k: v for k, v in values.items() if not config.values.get(k)},
         }
-        write_atomic(directory / SECRETS_ENV, format_env(keep, _HEADER), mode=0o600)
-    return config.with_secrets(result)
+    return SecretPlan(directory, values, generated, store)
 
 
-def _encryption_key(directory: Path, configured: str, stored: str) -> tuple[str, bool]:
-    """Pick the datastore key; returns (key, whether secrets.env must change)."""
+def ensure_secrets(config: Config) -> Config:
+    """Return `config` with every secret it needs, generating missing ones once."""
+    plan = plan_secrets(config)
+    plan.save()
+    return config.with_secrets(plan.values)
+
+
+def _encryption_key(
+    directory: Path, configured: str, stored: str | None
+) -> tuple[str, str]:
+    """Pick the datastore key; returns it and where it came from.
+
+    The key management uses (in the management.json it reads) wins over
+    secrets.env: it is the one that encrypted the data.
+    """
     written = written_encryption_key(directory)
     if configured and written and configured != written:
         raise ConfigError(
@@ -107,7 +153,7 @@ def _encryption_key(directory: Path, configured: str, stored: str) -> tuple[str,
             ],
         )
     if configured:
-        return configured, False
+        return configured, "setup.env"
     if written:
         if stored and stored != written:
             logger.warning(
@@ -116,11 +162,10 @@ def _encryption_key(directory: Path, configured: str, stored: str) -> tuple[str,
                 ENCRYPTION_KEY,
                 SECRETS_ENV,
             )
-        return written, written != stored
+        return written, "management.json"
     if stored:
-        return stored, False
-    logger.info("generated %s (kept in %s)", ENCRYPTION_KEY, SECRETS_ENV)
-    return generate(ENCRYPTION_KEY), True
+        return stored, SECRETS_ENV
+    return generate(ENCRYPTION_KEY), "generated"
 
 
 _HEADER = (
@@ -130,9 +175,15 @@ _HEADER = (
 )
 
 
-def redact(text: str, values: Mapping[str, str]) -> str:
-    """Replace every secret value in `text` by a mask."""
+def redact(text: str, values: Mapping[str, str], keys: Sequence[str] = ()) -> str:
+    """Replace every secret value in `text`, and the value of each YAML
+    `KEY: value` line whose key is in `keys`, by a mask."""
     for value in sorted(set(values.values()), key=len, reverse=True):
         if len(value) >= 6:
-            text = text.replace(value, "********")
+            text = text.replace(value, MASK)
+    for key in keys:
+        line = re.compile(
+            rf"^(\s*-?\s*{re.escape(key)}:)[ \t]+(?!\"\"$|''$)\S.*$", re.MULTILINE
+        )
+        text = line.sub(rf"\1 {MASK}", text)
     return text

@@ -1,8 +1,9 @@
 """Writing setup.env for `qfstack init`: change only what was asked, keep the rest.
 
 The operator's comments, order and untouched lines survive; a changed
-variable is rewritten in place, a new one is appended. Secrets are generated
-only when no value exists anywhere (setup.env, secrets.env, or the key
+variable is rewritten in place, a new one is appended, and the previous file
+is kept as a backup. Generated secrets go to secrets.env, never to setup.env,
+and only when no value exists anywhere (setup.env, secrets.env, or the key
 management wrote into artifacts/management.json).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,21 +18,16 @@ from pathlib import Path
 
 from qfstack.config import (
     EXTRA_PREFIX,
-    GENERATED_SECRETS,
     SETUP_ENV,
     VARIABLES,
     WELL_KNOWN,
     build_config,
+    file_findings,
     read_setup_env,
 )
 from qfstack.errors import ConfigError, Finding
 from qfstack.files import write_atomic
-from qfstack.secrets import (
-    ENCRYPTION_KEY,
-    generate,
-    read_stored,
-    written_encryption_key,
-)
+from qfstack.secrets import SECRETS_ENV, plan_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +36,16 @@ _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 @dataclass(frozen=True)
 class InitResult:
+    """What `init` did: the variables it set, the secrets it generated."""
+
     path: Path
     changed: list[str]
     generated: list[str]
     backup: Path | None
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.path.with_name(SECRETS_ENV)
 
 
 def quote(value: str) -> str:
@@ -65,14 +66,18 @@ def quote(value: str) -> str:
 
 
 def update_text(text: str, changes: Mapping[str, str]) -> str:
-    """`text` with each variable of `changes` set, in place or appended."""
+    """`text` with each variable of `changes` set, in place or appended.
+
+    Every line that sets a variable is rewritten, since the last one wins.
+    """
     remaining = dict(changes)
     lines = text.splitlines()
     for index, line in enumerate(lines):
         match = _LINE.match(line)
-        if match and match.group(1) in remaining:
+        if match and match.group(1) in changes:
             name = match.group(1)
-            lines[index] = f"{name}={quote(remaining.pop(name))}"
+            lines[index] = f"{name}={quote(changes[name])}"
+            remaining.pop(name, None)
     if remaining:
         if lines and lines[-1].strip():
             lines.append("")
@@ -92,34 +97,32 @@ def init_setup_env(
     """
     path = directory / SETUP_ENV
     changes = {k: v for k, v in requested.items() if existing.get(k) != v}
-    stored = read_stored(directory)
-    generated = []
-    for name in GENERATED_SECRETS:
-        if existing.get(name) or requested.get(name):
-            continue
-        if name == ENCRYPTION_KEY and written_encryption_key(directory):
-            changes[name] = written_encryption_key(directory)
-        elif stored.get(name):
-            changes[name] = stored[name]
-        else:
-            changes[name] = generate(name)
-            generated.append(name)
-
     values = {**existing, **changes}
-    build_config(directory.resolve(), values, environ)  # raises with every finding
+    notes = [f for f in file_findings(directory) if f.level == "error"]
+    config = build_config(directory.resolve(), values, environ, notes=notes)
+    secrets = plan_secrets(config)  # raises when the datastore key would change
 
-    if not changes and path.exists():
-        return InitResult(path, [], [], None)
     backup = None
-    if path.exists():
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        backup = path.with_name(f"{SETUP_ENV}.{stamp}.bak")
-        shutil.copy2(path, backup)
-        backup.chmod(0o600)
-    text = path.read_text() if path.exists() else _HEADER
-    write_atomic(path, update_text(text, changes), mode=0o600)
-    logger.info("wrote %s (%d change(s))", path, len(changes))
-    return InitResult(path, sorted(changes), generated, backup)
+    if changes or not path.exists():
+        if path.exists():
+            backup = _backup(path)
+        text = path.read_text() if path.exists() else _HEADER
+        write_atomic(path, update_text(text, changes), mode=0o600)
+        logger.info("wrote %s (%d change(s))", path, len(changes))
+    secrets.save()
+    return InitResult(path, sorted(changes), secrets.generated, backup)
+
+
+def _backup(path: Path) -> Path:
+    """Copy `path` to a new setup.env.<UTC time>.bak (0600) and return it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    backup = path.with_name(f"{path.name}.{stamp}.bak")
+    count = 1
+    while backup.exists():
+        count += 1
+        backup = path.with_name(f"{path.name}.{stamp}-{count}.bak")
+    write_atomic(backup, path.read_text(), mode=0o600)
+    return backup
 
 
 # The guide's values for a PocketID-backed stack, written into a new file.
@@ -164,13 +167,14 @@ def init_values(
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep or not name:
+            # The item may be a secret given without its name: do not echo it.
             raise ConfigError(
                 "invalid --set",
                 [
                     Finding(
                         "error",
                         "--set",
-                        f"{item!r} is not NAME=VALUE.",
+                        "expects NAME=VALUE but got no '=' or no name.",
                         "write it like --set QUFABRIC_MGMT_API_PORT=33073.",
                     )
                 ],
@@ -194,7 +198,8 @@ def init_values(
 
     if bundled:
         values["QFSTACK_BUNDLED_POCKETID"] = "true"
-        values.setdefault("QUFABRIC_DOMAIN", domain or "localhost")
+        if not domain and not current("QUFABRIC_DOMAIN"):
+            domain = "localhost"
     if domain is None and prompt and not current("QUFABRIC_DOMAIN"):
         domain = prompt("QUFABRIC_DOMAIN", "Public host name of the stack", False)
     if domain:
