@@ -285,12 +285,13 @@ def file_findings(directory: Path) -> list[Finding]:
         line = binding.original.line
         if binding.error:
             match = _ASSIGNMENT.match(binding.original.string)
+            where = f"{SETUP_ENV} line {line}"
             findings.append(
                 Finding(
                     "error",
-                    match.group(1) if match else f"{SETUP_ENV} line {line}",
-                    f"{SETUP_ENV} line {line} cannot be read (an unclosed quote "
-                    "or a line that is not NAME=VALUE) and is ignored.",
+                    match.group(1) if match else where,
+                    f"{where + ' ' if match else ''}cannot be read (an unclosed "
+                    "quote or a line that is not NAME=VALUE) and is ignored.",
                     'write it as NAME="value" with matching quotes.',
                 )
             )
@@ -751,7 +752,7 @@ class _Checker:
             return pocketid_url + WELL_KNOWN, f"http://pocketid:1411{WELL_KNOWN}"
         endpoint = self.required(name)
         if not endpoint or not self.url(name, endpoint):
-            return endpoint, endpoint
+            return "", ""  # nothing derived from it is worth a second finding
         if not endpoint.endswith(WELL_KNOWN):
             self.error(
                 name,
