@@ -25,6 +25,8 @@ from rich.table import Table
 
 from qfstack import __version__
 from qfstack.config import Config, load_config
+from qfstack.doctor import DoctorReport, diagnose
+from qfstack.doctor import wait as stack_wait
 from qfstack.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -514,6 +516,102 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None
     click.echo(cls(cli, {}, "qfstack", "_QFSTACK_COMPLETE").source())
+
+
+@cli.command("wait")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait before giving up (exit 3).",
+)
+@click.option(
+    "--idp-only",
+    is_flag=True,
+    help="Wait for the identity provider alone, not for the services.",
+)
+@pass_context
+def wait_command(obj: Context, timeout: float, idp_only: bool) -> None:
+    """Wait until the identity provider and the services are ready.
+
+    Exit 0 when ready, 3 at the timeout or at once on a fault that waiting
+    cannot heal (a wrong issuer, an untrusted certificate).
+    """
+    config = obj.config()
+    progress = _Progress(obj.err)
+    try:
+        result = stack_wait(
+            config,
+            obj.settings,
+            timeout=timeout,
+            services=not idp_only,
+            on_progress=progress.update,
+        )
+    finally:
+        progress.done()
+    for check in result.checks:
+        obj.err.print(f"  [green]ok[/] {escape(check.name)}: {escape(check.detail)}")
+        for line in check.evidence:
+            obj.err.print(f"     [yellow]warn[/] {escape(line)}")
+    obj.err.print(f"[green]Ready[/] after {result.seconds:.1f}s.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--no-docker", is_flag=True, help="Skip the Docker engine and port checks."
+)
+@pass_context
+def doctor(obj: Context, as_json: bool, no_docker: bool) -> None:
+    """Run every check once: pass, warn or fail, with the evidence and the fix.
+
+    Exit 0 when nothing fails (warnings allowed), 1 when a check fails, 2 when
+    the configuration is invalid.
+    """
+    try:
+        config = load_config(obj.directory)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        findings = [
+            {"level": f.level, "variable": f.variable, "message": f.message,
+             "fix": f.fix}
+            for f in exc.findings
+        ]  # fmt: skip
+        click.echo(json.dumps({"ok": False, "level": "fail", "config": findings}))
+        sys.exit(EXIT_USAGE)
+    report = diagnose(config, obj.settings, docker=not no_docker)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_doctor(report, verbose=obj.verbose > 0)
+    sys.exit(report.exit_code)
+
+
+_LEVEL_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+
+
+def _print_doctor(report: DoctorReport, *, verbose: bool) -> None:
+    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    for verdict in report.verdicts:
+        style = _LEVEL_STYLE[verdict.level]
+        out.print(
+            f"[{style}]{verdict.level.upper():4}[/] {escape(verdict.title)}: "
+            f"{escape(verdict.summary)}"
+        )
+        if verdict.level != "pass" or verbose:
+            for line in verdict.evidence:
+                out.print(f"       {escape(line)}")
+        if verdict.fix and verdict.level != "pass":
+            out.print(f"       fix: {escape(verdict.fix)}")
+    for note in report.skipped:
+        out.print(f"[dim]SKIP[/] {escape(note)}")
+    counts = report.counts()
+    out.print(
+        f"{counts['pass']} passed, {counts['warn']} warning(s), "
+        f"{counts['fail']} failed."
+    )
 
 
 def show_findings(err: Console, findings: Sequence[Finding], indent: str = "") -> None:
