@@ -64,7 +64,9 @@ def test_the_seed_block_alone_lacks_only_the_domain(tmp_path: Path) -> None:
                      id="redirect-not-a-path"),
     ],
 )
-def test_a_bad_value_is_reported_by_name(tmp_path: Path, line: str, variable: str) -> None:
+def test_a_bad_value_is_reported_by_name(
+    tmp_path: Path, line: str, variable: str
+) -> None:
     errors = _errors(tmp_path, SEED + "QUFABRIC_DOMAIN=qf.example.com\n" + line + "\n")
     assert variable in errors
 
@@ -108,3 +110,54 @@ def test_a_local_domain_publishes_on_loopback(tmp_path: Path) -> None:
     assert config.authority == "http://localhost:1411"
     assert config.internal_configuration_endpoint == (
         "http://pocketid:1411/.well-known/openid-configuration")
+
+
+def test_defaults_and_derivations_of_the_reference(tmp_path: Path) -> None:
+    config = build_config(tmp_path, {
+        "QUFABRIC_DOMAIN": "qf.example.com",
+        "QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT":
+            "https://id.example.com/.well-known/openid-configuration",
+        "QUFABRIC_AUTH_CLIENT_ID": "c-1",
+        "QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT": "https://id.example.com",
+        "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN": "t",
+        "QUFABRIC_IDP_MGMT_EXTRA_SOME_OTHER_KEY": "v",
+        "QUFABRIC_AUTH_PKCE_REDIRECT_URL_PORTS": "53000, 54000",
+        "QUFABRIC_DASH_AUTH_USE_AUDIENCE": "false",
+    }, {})
+    assert (config.mgmt_api_port, config.signal_port, config.relay_port) == (
+        33073, 10000, 33080)
+    assert config.signal_proto == "http"
+    assert config.turn_user == "self"
+    assert (config.turn_min_port, config.turn_max_port) == (49152, 65535)
+    assert config.turn_domain == "qf.example.com"
+    assert config.get("QUFABRIC_MGMT_DNS_DOMAIN") == "qufabric.selfhosted"
+    assert config.store_engine == "sqlite"
+    assert config.use_id_token is False  # token source accessToken unless set
+    assert config.audience == "c-1"
+    assert config.dashboard_audience == "none"
+    assert config.pkce_redirect_urls == ["http://localhost:53000",
+                                         "http://localhost:54000"]
+    assert config.idp_extra == {"ManagementEndpoint": "https://id.example.com",
+                                "ApiToken": "t", "SomeOtherKey": "v"}
+
+
+def test_an_export_of_a_variable_setup_env_leaves_out_is_named(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path, SEED + "QUFABRIC_DOMAIN=qf.example.com\n")
+    config = load_config(tmp_path, environ={
+        "QUFABRIC_MGMT_API_PORT": "443",
+        "QUFABRIC_SIGNAL_PORT": "10000",  # the default: nothing to say
+        "QUFABRIC_TURN_PASSWORD": "exported-turn-password",
+    })
+    warned = {f.variable: f.message for f in config.findings}
+    assert "33073" in warned["QUFABRIC_MGMT_API_PORT"]
+    assert "QUFABRIC_SIGNAL_PORT" not in warned
+    assert "exported-turn-password" not in warned["QUFABRIC_TURN_PASSWORD"]
+    assert config.mgmt_api_port == 33073
+
+
+def test_a_host_name_with_an_underscore_is_fine_in_a_url(tmp_path: Path) -> None:
+    text = SEED.replace("pocketid.example.com", "pocket_id")
+    _write(tmp_path, text + "QUFABRIC_DOMAIN=qf.lan\n")
+    assert load_config(tmp_path, environ={}).authority == "https://pocket_id"

@@ -12,7 +12,7 @@ from dotenv import dotenv_values
 from qfstack.config import build_config
 from qfstack.errors import IdentityProviderError
 from qfstack.oidc import Discovery
-from qfstack.render import management_document, render
+from qfstack.render import management_document, render, turnserver_conf
 from qfstack.secrets import ensure_secrets
 from tests.support.stack import seed_setup_env
 
@@ -91,3 +91,27 @@ def test_render_writes_secret_files_private_and_is_stable(config) -> None:
 
     again = render(ensure_secrets(config), DISCOVERY)
     assert again.changed == []
+
+
+def test_a_known_turn_external_ip_is_written(config) -> None:
+    values = {**config.values, "QUFABRIC_TURN_EXTERNAL_IP": "203.0.113.7"}
+    with_ip = build_config(config.directory, values, {}).with_secrets(config.secrets)
+    lines = turnserver_conf(with_ip).splitlines()
+    assert "external-ip=203.0.113.7" in lines
+    assert "external-ip" not in turnserver_conf(config)
+
+
+def test_an_unusable_device_endpoint_is_left_out_when_the_flow_is_off(
+    config,
+) -> None:
+    document = {**DISCOVERY.document, "device_authorization_endpoint": "null"}
+    doc = management_document(config, Discovery(DISCOVERY.url, document))
+    assert doc["DeviceAuthorizationFlow"]["Provider"] == "none"
+    assert doc["DeviceAuthorizationFlow"]["ProviderConfig"]["DeviceAuthEndpoint"] == ""
+
+
+def test_a_bad_discovery_field_raises_before_any_file_is_written(config) -> None:
+    document = {**DISCOVERY.document, "jwks_uri": "null"}
+    with pytest.raises(IdentityProviderError, match="jwks_uri"):
+        render(config, Discovery(DISCOVERY.url, document))
+    assert not config.artifacts.exists()
