@@ -159,7 +159,20 @@ def _from_finding(group: str, finding: Finding) -> Verdict:
 
 def engine_verdicts() -> list[Verdict]:
     """The Docker engine and Compose plugin: present, answering, recent."""
-    findings = engine_findings()
+    try:
+        findings = engine_findings()
+    except OSError as exc:
+        return [
+            Verdict(
+                "docker",
+                "engine",
+                "fail",
+                f"cannot run docker: {exc.strerror or exc}.",
+                (),
+                "install Docker Engine and the Compose plugin (or run "
+                "scripts/ensure-docker.sh as root).",
+            )
+        ]
     verdicts = [_from_finding("docker", f) for f in findings]
     if any(f.level == "error" for f in findings):
         return verdicts
@@ -202,7 +215,19 @@ def port_verdicts(config: Config) -> list[Verdict]:
     except ComposeError as exc:
         logger.info("cannot list the project's containers: %s", exc.message)
     ports = published_ports(config)
-    problems = port_findings(ports, set(owners))
+    try:
+        problems = port_findings(ports, set(owners))
+    except OSError as exc:  # a port is busy and no docker CLI names its holder
+        return [
+            Verdict(
+                "ports",
+                "published",
+                "warn",
+                f"could not check every port: {exc.strerror or exc}.",
+                (),
+                "install Docker, then run `qfstack doctor` again.",
+            )
+        ]
     busy = {(f.variable, _port_in(f.message)) for f in problems}
     verdicts = [_from_finding("ports", f) for f in problems]
     evidence = []

@@ -196,7 +196,8 @@ def test_ports_free_held_by_the_stack_or_by_another_program(
         theirs.bind(("127.0.0.1", ports[2]))
         theirs.listen()
         verdicts = port_verdicts(config)
-    failed = [v for v in verdicts if v.level == "fail"]
+    # TURN's 3478 is fixed: another stack on this machine may hold it.
+    failed = [v for v in verdicts if v.level == "fail" and "TURN" not in v.name]
     assert [v.name for v in failed] == ["QUFABRIC_MGMT_API_PORT"]
     assert f"port {ports[2]}" in failed[0].summary and failed[0].fix
     published = next(v for v in verdicts if v.name == "published")
