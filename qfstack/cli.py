@@ -344,6 +344,7 @@ def init(
         prompt=_prompt if interactive else None,
     )
     result = init_setup_env(obj.directory, existing, requested, os.environ)
+    show_findings(obj.err, [f for f in result.findings if f.level != "info"])
     if result.backup:
         obj.err.print(f"Kept the previous file as {result.backup.name}.")
     if result.changed:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from qfstack.config import (
     EXTRA_PREFIX,
@@ -36,12 +37,14 @@ _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 @dataclass(frozen=True)
 class InitResult:
-    """What `init` did: the variables it set, the secrets it generated."""
+    """What `init` did: the variables it set, the secrets it generated, and
+    the warnings `validate` would show for the result."""
 
     path: Path
     changed: list[str]
     generated: list[str]
     backup: Path | None
+    findings: tuple[Finding, ...] = ()
 
     @property
     def secrets_path(self) -> Path:
@@ -110,7 +113,9 @@ def init_setup_env(
         write_atomic(path, update_text(text, changes), mode=0o600)
         logger.info("wrote %s (%d change(s))", path, len(changes))
     secrets.save()
-    return InitResult(path, sorted(changes), secrets.generated, backup)
+    return InitResult(
+        path, sorted(changes), secrets.generated, backup, config.findings
+    )
 
 
 def _backup(path: Path) -> Path:
@@ -211,7 +216,7 @@ def init_values(
         if pocketid_url is None and prompt and not current(endpoint):
             pocketid_url = prompt(endpoint, "PocketID base URL (https://...)", False)
         if pocketid_url:
-            base = pocketid_url.rstrip("/")
+            base = base_url(pocketid_url)
             values[endpoint] = base + WELL_KNOWN
             values[EXTRA_PREFIX + "MANAGEMENT_ENDPOINT"] = base
         if client_id is None and prompt and not current("QUFABRIC_AUTH_CLIENT_ID"):
@@ -235,6 +240,20 @@ def init_values(
         for name in names:
             values[name] = client_id
     return values
+
+
+def base_url(url: str) -> str:
+    """PocketID's base URL as its issuer spells it: https:// unless a scheme
+    is given, host in lower case (PocketID lowercases APP_URL), no slash."""
+    url = url.strip()
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    netloc = parts.netloc.lower()
+    path = parts.path.rstrip("/")
+    if path.endswith(WELL_KNOWN):
+        path = path[: -len(WELL_KNOWN)]
+    return f"{parts.scheme.lower()}://{netloc}{path}"
 
 
 _HEADER = """\

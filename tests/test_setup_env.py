@@ -314,3 +314,31 @@ def test_a_writer_killed_mid_write_leaves_the_previous_file(tmp_path: Path) -> N
     # The next write replaces the file whole.
     write_atomic(path, "NEW=3\n", mode=0o600)
     assert path.read_text() == "NEW=3\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "base"),
+    [
+        pytest.param("id.example.com", "https://id.example.com", id="no-scheme"),
+        pytest.param("https://ID.Example.com/", "https://id.example.com",
+                     id="upper-case-and-slash"),
+        pytest.param("https://id.example.com:8443/.well-known/openid-configuration",
+                     "https://id.example.com:8443", id="well-known-given"),
+        pytest.param("http://localhost:1411", "http://localhost:1411", id="local-http"),
+    ],
+)
+def test_the_pocketid_url_is_written_as_its_issuer_spells_it(
+    given: str, base: str
+) -> None:
+    values = init_values({"QUFABRIC_DOMAIN": "qf.example.com"}, pocketid_url=given)
+    assert values["QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT"] == base
+    assert values["QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT"] == (
+        base + "/.well-known/openid-configuration")
+
+
+def test_init_shows_the_warnings_of_the_file_it_wrote(tmp_path: Path) -> None:
+    result = _init(tmp_path, "--domain", "qf.example.com", "--pocketid-url",
+                   "https://id.example.com", "--client-id", "c-1", "--set",
+                   "QUFABRIC_AUTH_SUPPORTED_SCOPES=openid profile", token="tok")
+    assert result.exit_code == 0, result.output
+    assert "warning: QUFABRIC_AUTH_SUPPORTED_SCOPES" in result.output
