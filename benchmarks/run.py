@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["detection"]
+BENCHMARKS = ["detection", "lifecycle"]
 
 
 def main() -> int:

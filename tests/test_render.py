@@ -56,15 +56,22 @@ def test_management_json_holds_the_discovered_values(config) -> None:
     device = doc["DeviceAuthorizationFlow"]
     assert device["Provider"] == "none"
     assert device["ProviderConfig"]["DeviceAuthEndpoint"] == (
-        f"{ISSUER}/api/oidc/device/authorize")
+        f"{ISSUER}/api/oidc/device/authorize"
+    )
     idp = doc["IdpManagerConfig"]
     assert idp["ManagerType"] == "pocketid"
     assert idp["ClientConfig"]["TokenEndpoint"] == f"{ISSUER}/api/oidc/token"
-    assert idp["ExtraConfig"] == {"ManagementEndpoint": ISSUER,
-                                  "ApiToken": "api-token-xyz"}
+    assert idp["ExtraConfig"] == {
+        "ManagementEndpoint": ISSUER,
+        "ApiToken": "api-token-xyz",
+    }
     assert doc["Relay"]["Addresses"] == ["rel://qf.example.com:33080"]
-    assert doc["Signal"] == {"Proto": "http", "URI": "qf.example.com:10000",
-                             "Username": "", "Password": ""}
+    assert doc["Signal"] == {
+        "Proto": "http",
+        "URI": "qf.example.com:10000",
+        "Username": "",
+        "Password": "",
+    }
     assert doc["TURNConfig"]["Turns"][0]["URI"] == "turn:qf.example.com:3478"
     assert doc["Stuns"][0]["URI"] == "stun:qf.example.com:3478"
     assert "null" not in json.dumps(doc).replace('"RedirectURLs": null', "")
@@ -79,7 +86,11 @@ def test_a_missing_discovery_field_is_an_error_not_null(config) -> None:
 def test_render_writes_secret_files_private_and_is_stable(config) -> None:
     first = render(config, DISCOVERY)
     assert {p.name for p in first.paths} >= {
-        "management.json", "turnserver.conf", "dashboard.env", "discovery.json"}
+        "management.json",
+        "turnserver.conf",
+        "dashboard.env",
+        "discovery.json",
+    }
     for name in ("management.json", "turnserver.conf", "dashboard.env", "relay.env"):
         mode = stat.S_IMODE((config.artifacts / name).stat().st_mode)
         assert mode == 0o600, name

@@ -23,8 +23,11 @@ from qfstack.files import write_atomic
 from qfstack.setup_env import init_values, update_text
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRETS = ("QUFABRIC_TURN_PASSWORD", "QUFABRIC_RELAY_AUTH_SECRET",
-           "QUFABRIC_DATASTORE_ENCRYPTION_KEY")
+SECRETS = (
+    "QUFABRIC_TURN_PASSWORD",
+    "QUFABRIC_RELAY_AUTH_SECRET",
+    "QUFABRIC_DATASTORE_ENCRYPTION_KEY",
+)
 MANAGEMENT_KEY = base64.b64encode(b"k" * 32).decode()
 
 
@@ -49,15 +52,24 @@ def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_init_writes_a_valid_private_setup_env(tmp_path: Path) -> None:
-    result = _init(tmp_path, "--domain", "qf.example.com", "--pocketid-url",
-                   "https://id.example.com/", "--client-id", "c-1",
-                   token="secret-api-token\n")
+    result = _init(
+        tmp_path,
+        "--domain",
+        "qf.example.com",
+        "--pocketid-url",
+        "https://id.example.com/",
+        "--client-id",
+        "c-1",
+        token="secret-api-token\n",
+    )
     assert result.exit_code == 0, result.output
     values = _values(tmp_path)
     assert values["QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT"] == (
-        "https://id.example.com/.well-known/openid-configuration")
+        "https://id.example.com/.well-known/openid-configuration"
+    )
     assert values["QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT"] == (
-        "https://id.example.com")
+        "https://id.example.com"
+    )
     assert values["QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN"] == "secret-api-token"
     assert values["QUFABRIC_AUTH_AUDIENCE"] == "c-1"
     assert values["QUFABRIC_TOKEN_SOURCE"] == "idToken"
@@ -127,7 +139,8 @@ def test_secrets_survive_init_and_a_key_written_by_management(tmp_path: Path) ->
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     (artifacts / "management.json").write_text(
-        json.dumps({"DataStoreEncryptionKey": MANAGEMENT_KEY}))
+        json.dumps({"DataStoreEncryptionKey": MANAGEMENT_KEY})
+    )
     (tmp_path / "secrets.env").write_text("QUFABRIC_TURN_PASSWORD='turn-pw-from-up'\n")
 
     assert _init(tmp_path, "--bundled-pocketid").exit_code == 0
@@ -146,11 +159,16 @@ def test_an_encryption_key_differing_from_managements_is_refused(
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     (artifacts / "management.json").write_text(
-        json.dumps({"DataStoreEncryptionKey": MANAGEMENT_KEY}))
+        json.dumps({"DataStoreEncryptionKey": MANAGEMENT_KEY})
+    )
     before = _snapshot(tmp_path)
     another = base64.b64encode(b"x" * 32).decode()
-    result = _init(tmp_path, "--bundled-pocketid", "--set",
-                   f"QUFABRIC_DATASTORE_ENCRYPTION_KEY={another}")
+    result = _init(
+        tmp_path,
+        "--bundled-pocketid",
+        "--set",
+        f"QUFABRIC_DATASTORE_ENCRYPTION_KEY={another}",
+    )
     assert result.exit_code == 2
     assert "QUFABRIC_DATASTORE_ENCRYPTION_KEY" in result.output
     assert MANAGEMENT_KEY not in result.output and another not in result.output
@@ -167,7 +185,8 @@ def test_a_set_without_a_name_does_not_echo_the_value(tmp_path: Path) -> None:
 def test_update_text_rewrites_in_place_and_appends() -> None:
     text = "# head\nA=1\nexport B='2'\n"
     assert update_text(text, {"B": 'x"y', "C": "3"}) == (
-        '# head\nA=1\nB="x\\"y"\n\nC="3"\n')
+        '# head\nA=1\nB="x\\"y"\n\nC="3"\n'
+    )
 
 
 def test_update_text_rewrites_every_line_of_a_repeated_variable() -> None:
@@ -180,18 +199,23 @@ def test_init_prompts_for_what_flags_left_out() -> None:
 
     def prompt(name: str, text: str, secret: bool) -> str:
         asked.append((name, secret))
-        return {"QUFABRIC_DOMAIN": "qf.example.com",
-                "QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT": "https://id.example.com",
-                "QUFABRIC_AUTH_CLIENT_ID": "c-9",
-                "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN": "tok"}[name]
+        return {
+            "QUFABRIC_DOMAIN": "qf.example.com",
+            "QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT": "https://id.example.com",
+            "QUFABRIC_AUTH_CLIENT_ID": "c-9",
+            "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN": "tok",
+        }[name]
 
     values = init_values({}, client_id="c-1", prompt=prompt)
-    assert asked == [("QUFABRIC_DOMAIN", False),
-                     ("QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT", False),
-                     ("QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN", True)]
+    assert asked == [
+        ("QUFABRIC_DOMAIN", False),
+        ("QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT", False),
+        ("QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN", True),
+    ]
     assert values["QUFABRIC_AUTH_CLIENT_ID"] == "c-1"
     assert values["QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT"] == (
-        "https://id.example.com")
+        "https://id.example.com"
+    )
 
 
 def _read_until(fd: int, text: str, seen: bytearray, timeout: float = 20) -> None:
@@ -214,16 +238,21 @@ def test_init_in_a_terminal_prompts_and_hides_the_api_key(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUFABRIC_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qfstack", "--dir", str(tmp_path), "init"],
-        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
         env={**env, "NO_COLOR": "1"},
     )
     os.close(slave)
     seen = bytearray()
     try:
-        for question, answer in (("Public host name", "qf.example.com"),
-                                 ("PocketID base URL", "https://id.example.com"),
-                                 ("client id", "c-7"),
-                                 ("API key", "typed-api-key-123")):
+        for question, answer in (
+            ("Public host name", "qf.example.com"),
+            ("PocketID base URL", "https://id.example.com"),
+            ("client id", "c-7"),
+            ("API key", "typed-api-key-123"),
+        ):
             _read_until(master, question, seen)
             os.write(master, answer.encode() + b"\r")
         assert proc.wait(timeout=30) == 0, bytes(seen)
@@ -242,9 +271,21 @@ def test_non_interactive_in_a_terminal_never_prompts(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUFABRIC_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qfstack", "--dir", str(tmp_path), "init",
-         "--non-interactive", "--domain", "qf.example.com"],
-        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "qfstack",
+            "--dir",
+            str(tmp_path),
+            "init",
+            "--non-interactive",
+            "--domain",
+            "qf.example.com",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
         env={**env, "NO_COLOR": "1"},
     )
     os.close(slave)
@@ -260,8 +301,9 @@ def test_non_interactive_in_a_terminal_never_prompts(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_interrupted_write_leaves_the_previous_file(tmp_path: Path,
-                                                       monkeypatch) -> None:
+def test_an_interrupted_write_leaves_the_previous_file(
+    tmp_path: Path, monkeypatch
+) -> None:
     path = tmp_path / "setup.env"
     path.write_text("OLD=1\n")
 
@@ -294,8 +336,11 @@ def test_a_writer_killed_mid_write_leaves_the_previous_file(tmp_path: Path) -> N
     path = tmp_path / "setup.env"
     path.write_text("OLD=1\n")
     path.chmod(0o600)
-    proc = subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(path)],
-                            stdout=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STALLED_WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"writing\n"
@@ -320,10 +365,16 @@ def test_a_writer_killed_mid_write_leaves_the_previous_file(tmp_path: Path) -> N
     ("given", "base"),
     [
         pytest.param("id.example.com", "https://id.example.com", id="no-scheme"),
-        pytest.param("https://ID.Example.com/", "https://id.example.com",
-                     id="upper-case-and-slash"),
-        pytest.param("https://id.example.com:8443/.well-known/openid-configuration",
-                     "https://id.example.com:8443", id="well-known-given"),
+        pytest.param(
+            "https://ID.Example.com/",
+            "https://id.example.com",
+            id="upper-case-and-slash",
+        ),
+        pytest.param(
+            "https://id.example.com:8443/.well-known/openid-configuration",
+            "https://id.example.com:8443",
+            id="well-known-given",
+        ),
         pytest.param("http://localhost:1411", "http://localhost:1411", id="local-http"),
     ],
 )
@@ -333,12 +384,22 @@ def test_the_pocketid_url_is_written_as_its_issuer_spells_it(
     values = init_values({"QUFABRIC_DOMAIN": "qf.example.com"}, pocketid_url=given)
     assert values["QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT"] == base
     assert values["QUFABRIC_AUTH_OIDC_CONFIGURATION_ENDPOINT"] == (
-        base + "/.well-known/openid-configuration")
+        base + "/.well-known/openid-configuration"
+    )
 
 
 def test_init_shows_the_warnings_of_the_file_it_wrote(tmp_path: Path) -> None:
-    result = _init(tmp_path, "--domain", "qf.example.com", "--pocketid-url",
-                   "https://id.example.com", "--client-id", "c-1", "--set",
-                   "QUFABRIC_AUTH_SUPPORTED_SCOPES=openid profile", token="tok")
+    result = _init(
+        tmp_path,
+        "--domain",
+        "qf.example.com",
+        "--pocketid-url",
+        "https://id.example.com",
+        "--client-id",
+        "c-1",
+        "--set",
+        "QUFABRIC_AUTH_SUPPORTED_SCOPES=openid profile",
+        token="tok",
+    )
     assert result.exit_code == 0, result.output
     assert "warning: QUFABRIC_AUTH_SUPPORTED_SCOPES" in result.output

@@ -77,8 +77,9 @@ def test_status_costs_one_compose_call_whatever_the_number_of_services(
             "    pass\n"
             "print(count, file=sys.stderr)\n"
         )
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                              text=True, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT
+        )
         report = json.loads(done.stdout)
         return int(done.stderr.strip().splitlines()[-1]), report
 
@@ -101,5 +102,3 @@ def test_status_costs_one_compose_call_whatever_the_number_of_services(
         (running / "compose.override.yml").unlink()
         qfstack(running, "up", "--timeout", "120")
     assert few == many == 1
-
-

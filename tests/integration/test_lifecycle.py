@@ -36,10 +36,18 @@ def _bundled(directory: Path, extra: str = "") -> None:
 
 def _installation_id(project: str) -> str:
     done = subprocess.run(
-        ["docker", "exec", f"{project}-management-1", "python3", "-c",
-         "import sqlite3; print(sqlite3.connect('/var/lib/qufabric/store.db')"
-         ".execute('select id from installation').fetchone()[0])"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "exec",
+            f"{project}-management-1",
+            "python3",
+            "-c",
+            "import sqlite3; print(sqlite3.connect('/var/lib/qufabric/store.db')"
+            ".execute('select id from installation').fetchone()[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -90,8 +98,8 @@ def test_backup_destroy_restore_brings_back_the_same_data(
 @pytest.mark.parametrize(
     ("service", "knob"),
     [
-        pytest.param("signal", "STANDIN_EXIT_AFTER: \"1\"", id="crash-loop"),
-        pytest.param("relay", "STANDIN_NO_LISTEN: \"1\"", id="unhealthy"),
+        pytest.param("signal", 'STANDIN_EXIT_AFTER: "1"', id="crash-loop"),
+        pytest.param("relay", 'STANDIN_NO_LISTEN: "1"', id="unhealthy"),
     ],
 )
 def test_a_failing_service_is_named_within_seconds(
@@ -99,7 +107,8 @@ def test_a_failing_service_is_named_within_seconds(
 ) -> None:
     _bundled(stack_dir, "QFSTACK_HEALTH_START_PERIOD=3\n")
     (stack_dir / "compose.override.yml").write_text(
-        f"services:\n  {service}:\n    environment:\n      {knob}\n")
+        f"services:\n  {service}:\n    environment:\n      {knob}\n"
+    )
     started = time.monotonic()
     result = qfstack(stack_dir, "up", "--timeout", "170")
     elapsed = time.monotonic() - started
@@ -113,9 +122,13 @@ def test_a_taken_port_is_reported_before_any_container_starts(
     standin_images, stack_dir: Path
 ) -> None:
     _bundled(stack_dir)
-    port = int(next(line.split("=")[1] for line in
-                    (stack_dir / "setup.env").read_text().splitlines()
-                    if line.startswith("QUFABRIC_MGMT_API_PORT=")))
+    port = int(
+        next(
+            line.split("=")[1]
+            for line in (stack_dir / "setup.env").read_text().splitlines()
+            if line.startswith("QUFABRIC_MGMT_API_PORT=")
+        )
+    )
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("127.0.0.1", port))
@@ -132,11 +145,22 @@ def test_ctrl_c_during_up_exits_130_with_files_intact(
 ) -> None:
     _bundled(stack_dir)
     (stack_dir / "compose.override.yml").write_text(
-        "services:\n  pocketid:\n    environment:\n      EMU_START_DELAY: \"30\"\n")
+        'services:\n  pocketid:\n    environment:\n      EMU_START_DELAY: "30"\n'
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "qfstack", "--dir", str(stack_dir), "up",
-         "--timeout", "120"],
-        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "qfstack",
+            "--dir",
+            str(stack_dir),
+            "up",
+            "--timeout",
+            "120",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     time.sleep(6)
     setup_before = (stack_dir / "setup.env").read_text()
@@ -150,6 +174,9 @@ def test_ctrl_c_during_up_exits_130_with_files_intact(
     assert (stack_dir / "secrets.env").read_text() == secrets_before
     for path in (stack_dir / "artifacts").iterdir():
         assert not path.name.endswith(".tmp"), path
-    state = json.loads((stack_dir / "artifacts" / "state.json").read_text()) if (
-        stack_dir / "artifacts" / "state.json").exists() else {"healthy": False}
+    state = (
+        json.loads((stack_dir / "artifacts" / "state.json").read_text())
+        if (stack_dir / "artifacts" / "state.json").exists()
+        else {"healthy": False}
+    )
     assert state["healthy"] is False

@@ -52,8 +52,13 @@ def _seed_stack(directory: Path, idp, ca_cert: Path, extra: str = "") -> None:
 def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
     standin_images, stack_dir: Path, certs
 ) -> None:
-    with external_idp(standin_images["pocketid"], certs.server_cert.parent,
-                      certs.server_cert, certs.server_key, stack=stack_dir) as idp:
+    with external_idp(
+        standin_images["pocketid"],
+        certs.server_cert.parent,
+        certs.server_cert,
+        certs.server_key,
+        stack=stack_dir,
+    ) as idp:
         _seed_stack(stack_dir, idp, certs.ca_cert)
         env = {"QFSTACK_RESOLVE": idp.resolve}
 
@@ -69,11 +74,14 @@ def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
         assert report["project"] == project_name(stack_dir)
         services = {s["service"]: s for s in report["services"]}
         assert set(services) == {"dashboard", "signal", "relay", "management", "coturn"}
-        assert all(s["state"] == "running" and s["health"] == "healthy"
-                   for s in services.values())
+        assert all(
+            s["state"] == "running" and s["health"] == "healthy"
+            for s in services.values()
+        )
         issuer = f"https://{idp.host_and_port}"
         assert report["identity_provider"] == {
-            "ready": True, "issuer": issuer,
+            "ready": True,
+            "issuer": issuer,
             "detail": report["identity_provider"]["detail"],
         }
         assert idp.api_token not in status.stdout + status.stderr + up.stderr
@@ -82,16 +90,24 @@ def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
         management = json.loads((artifacts / "management.json").read_text())
         assert management["HttpConfig"]["AuthIssuer"] == issuer
         assert management["HttpConfig"]["AuthKeysLocation"] == (
-            f"{issuer}/.well-known/jwks.json")
+            f"{issuer}/.well-known/jwks.json"
+        )
         assert management["HttpConfig"]["OIDCConfigEndpoint"] == (
-            f"{issuer}/.well-known/openid-configuration")
+            f"{issuer}/.well-known/openid-configuration"
+        )
         assert management["IdpManagerConfig"]["ExtraConfig"] == {
-            "ManagementEndpoint": issuer, "ApiToken": idp.api_token}
+            "ManagementEndpoint": issuer,
+            "ApiToken": idp.api_token,
+        }
         assert management["DataStoreEncryptionKey"]
         snapshot = json.loads((artifacts / "discovery.json").read_text())
         assert snapshot["document"]["issuer"] == issuer
-        for name in ("management.json", "turnserver.conf", "dashboard.env",
-                     "relay.env"):
+        for name in (
+            "management.json",
+            "turnserver.conf",
+            "dashboard.env",
+            "relay.env",
+        ):
             assert stat.S_IMODE((artifacts / name).stat().st_mode) == 0o600, name
 
         down = qfstack(stack_dir, "down", env=env)
@@ -104,8 +120,7 @@ def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
 def test_bundled_demo_stack_comes_up_healthy(standin_images, stack_dir: Path) -> None:
     (stack_dir / "setup.env").write_text(
         "QUFABRIC_DOMAIN=localhost\nQFSTACK_BUNDLED_POCKETID=true\n"
-        f"QFSTACK_POCKETID_PORT={_free_port()}\n"
-        + local_ports_env() + STANDIN_IMAGES
+        f"QFSTACK_POCKETID_PORT={_free_port()}\n" + local_ports_env() + STANDIN_IMAGES
     )
     up = qfstack(stack_dir, "up", "--timeout", "180")
     assert up.returncode == 0, up.stderr
@@ -114,13 +129,20 @@ def test_bundled_demo_stack_comes_up_healthy(standin_images, stack_dir: Path) ->
     assert isinstance(report, dict)
     assert report["healthy"] is True
     services = {s["service"] for s in report["services"]}
-    assert services == {"dashboard", "signal", "relay", "management", "coturn",
-                        "pocketid"}
+    assert services == {
+        "dashboard",
+        "signal",
+        "relay",
+        "management",
+        "coturn",
+        "pocketid",
+    }
     management = json.loads((stack_dir / "artifacts/management.json").read_text())
     # Browsers use the published URL; management reaches PocketID internally.
     assert management["HttpConfig"]["AuthIssuer"].startswith("http://localhost:")
     assert management["HttpConfig"]["OIDCConfigEndpoint"] == (
-        "http://pocketid:1411/.well-known/openid-configuration")
+        "http://pocketid:1411/.well-known/openid-configuration"
+    )
 
     down = qfstack(stack_dir, "down", "--volumes", "--yes")
     assert down.returncode == 0, down.stderr
@@ -132,13 +154,19 @@ def test_slow_identity_provider_is_waited_for(
     standin_images, stack_dir: Path, certs
 ) -> None:
     delay = 8
-    with external_idp(standin_images["pocketid"], certs.server_cert.parent,
-                      certs.server_cert, certs.server_key,
-                      env={"EMU_START_DELAY": str(delay)}, stack=stack_dir) as idp:
+    with external_idp(
+        standin_images["pocketid"],
+        certs.server_cert.parent,
+        certs.server_cert,
+        certs.server_key,
+        env={"EMU_START_DELAY": str(delay)},
+        stack=stack_dir,
+    ) as idp:
         _seed_stack(stack_dir, idp, certs.ca_cert)
         started = time.monotonic()
-        up = qfstack(stack_dir, "up", "--timeout", "180",
-                     env={"QFSTACK_RESOLVE": idp.resolve})
+        up = qfstack(
+            stack_dir, "up", "--timeout", "180", env={"QFSTACK_RESOLVE": idp.resolve}
+        )
         assert up.returncode == 0, up.stderr + idp.logs()
         assert time.monotonic() - started >= delay
 
@@ -146,20 +174,29 @@ def test_slow_identity_provider_is_waited_for(
 @pytest.mark.parametrize(
     ("knobs", "check"),
     [
-        pytest.param({"EMU_ISSUER": "https://elsewhere.qfstack.test"}, "issuer",
-                     id="wrong-issuer"),
+        pytest.param(
+            {"EMU_ISSUER": "https://elsewhere.qfstack.test"},
+            "issuer",
+            id="wrong-issuer",
+        ),
         pytest.param({"EMU_EMPTY_JWKS": "1"}, "jwks", id="empty-jwks"),
     ],
 )
 def test_bad_identity_provider_fails_with_exit_3_naming_the_check(
     standin_images, stack_dir: Path, certs, knobs: dict[str, str], check: str
 ) -> None:
-    with external_idp(standin_images["pocketid"], certs.server_cert.parent,
-                      certs.server_cert, certs.server_key, env=knobs,
-                      stack=stack_dir) as idp:
+    with external_idp(
+        standin_images["pocketid"],
+        certs.server_cert.parent,
+        certs.server_cert,
+        certs.server_key,
+        env=knobs,
+        stack=stack_dir,
+    ) as idp:
         _seed_stack(stack_dir, idp, certs.ca_cert)
-        up = qfstack(stack_dir, "up", "--timeout", "15",
-                     env={"QFSTACK_RESOLVE": idp.resolve})
+        up = qfstack(
+            stack_dir, "up", "--timeout", "15", env={"QFSTACK_RESOLVE": idp.resolve}
+        )
         assert up.returncode == 3, up.stderr
         assert f"identity provider ({check})" in up.stderr
         assert "Traceback" not in up.stderr

@@ -90,34 +90,58 @@ def qfstack(
     full_env.pop("NO_COLOR", None)
     done = subprocess.run(
         [sys.executable, "-m", "qfstack", "--dir", str(directory), *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
 
 def project_name(directory: Path) -> str:
-    values = dict(
-        line.split("=", 1)
-        for line in (directory / "setup.env").read_text().splitlines()
-        if line.startswith("QFSTACK_PROJECT=")
-    ) if (directory / "setup.env").exists() else {}
+    values = (
+        dict(
+            line.split("=", 1)
+            for line in (directory / "setup.env").read_text().splitlines()
+            if line.startswith("QFSTACK_PROJECT=")
+        )
+        if (directory / "setup.env").exists()
+        else {}
+    )
     name = values.get("QFSTACK_PROJECT", directory.name).strip("'\"")
     return re.sub(r"[^a-z0-9_-]", "", name.lower())
 
 
 def project_containers(project: str) -> list[str]:
     done = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.split()
 
 
 def project_volumes(project: str) -> list[str]:
     done = subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter",
-         f"label=com.docker.compose.project={project}"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.split()
 
@@ -126,8 +150,17 @@ def remove_project(directory: Path) -> None:
     """Remove every container, network and volume of the directory's project."""
     project = project_name(directory)
     subprocess.run(
-        ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans",
-         "--timeout", "2"],
+        [
+            "docker",
+            "compose",
+            "-p",
+            project,
+            "down",
+            "--volumes",
+            "--remove-orphans",
+            "--timeout",
+            "2",
+        ],
         capture_output=True,
     )
     for container in project_containers(project):
@@ -155,8 +188,9 @@ class ExternalIdp:
         return f"{self.host}:{self.port}:127.0.0.1"
 
     def logs(self) -> str:
-        done = subprocess.run(["docker", "logs", self.container],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["docker", "logs", self.container], capture_output=True, text=True
+        )
         return done.stdout + done.stderr
 
 
@@ -181,10 +215,22 @@ def external_idp(
     network, container = f"qfs-idp-{suffix}", f"qfs-idp-{suffix}"
     (port,) = free_ports(1)
     token = "test-api-token-" + uuid.uuid4().hex
-    seed = {"users": [{"username": "admin", "email": "admin@qfstack.test",
-                       "isAdmin": True,
-                       "apiKeys": [{"token": token, "name": "QuFabric Management Token",
-                                    "expiresAt": "2099-01-01T00:00:00Z"}]}]}
+    seed = {
+        "users": [
+            {
+                "username": "admin",
+                "email": "admin@qfstack.test",
+                "isAdmin": True,
+                "apiKeys": [
+                    {
+                        "token": token,
+                        "name": "QuFabric Management Token",
+                        "expiresAt": "2099-01-01T00:00:00Z",
+                    }
+                ],
+            }
+        ]
+    }
     settings = {
         "PORT": str(port),
         "APP_URL": f"https://{IDP_HOST}:{port}",
@@ -194,12 +240,25 @@ def external_idp(
         "EMU_SEED": json.dumps(seed),
         **dict(env or {}),
     }
-    subprocess.run(["docker", "network", "create", network], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "network", "create", network], check=True, capture_output=True
+    )
     try:
-        argv = ["docker", "run", "-d", "--name", container, "--network", network,
-                "--network-alias", IDP_HOST, "-p", f"127.0.0.1:{port}:{port}",
-                "-v", f"{certs_dir}:/certs:ro"]
+        argv = [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--network",
+            network,
+            "--network-alias",
+            IDP_HOST,
+            "-p",
+            f"127.0.0.1:{port}:{port}",
+            "-v",
+            f"{certs_dir}:/certs:ro",
+        ]
         for name, value in settings.items():
             argv += ["-e", f"{name}={value}"]
         subprocess.run([*argv, image], check=True, capture_output=True)
