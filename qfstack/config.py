@@ -810,7 +810,7 @@ class _Checker:
                 "key would travel unencrypted.",
                 "use PocketID's https:// base URL.",
             )
-        elif valid and authority and endpoint.rstrip("/") != authority.rstrip("/"):
+        elif valid and authority and _origin(endpoint) != _origin(authority):
             self.warn(
                 endpoint_var,
                 f"is {endpoint!r} but the identity provider is at "
@@ -1020,6 +1020,13 @@ def _without_registry(image: str) -> str:
 
 def _extra_key(suffix: str) -> str:
     return "".join(part.capitalize() for part in suffix.lower().split("_") if part)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, as browsers compare origins."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def _shown(name: str, value: str) -> str:
