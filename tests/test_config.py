@@ -211,6 +211,7 @@ def test_a_host_name_with_an_underscore_is_fine_in_a_url(tmp_path: Path) -> None
 def test_the_same_origin_spelled_differently_is_no_warning(tmp_path: Path) -> None:
     text = SEED.replace('EXTRA_MANAGEMENT_ENDPOINT="https://pocketid.example.com"',
                         'EXTRA_MANAGEMENT_ENDPOINT="https://PocketID.example.com:443/"')
+    assert "PocketID.example.com" in text
     _write(tmp_path, text + "QUFABRIC_DOMAIN=qf.example.com\n")
     warned = {f.variable for f in load_config(tmp_path, environ={}).findings}
     assert "QUFABRIC_IDP_MGMT_EXTRA_MANAGEMENT_ENDPOINT" not in warned
