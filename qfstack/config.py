@@ -37,7 +37,7 @@ TOKEN_SOURCES = ("accessToken", "idToken")
 DEVICE_PROVIDERS = ("none", "hosted")
 IDP_MANAGERS = ("pocketid", "none")
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
-_PLACEHOLDER = re.compile(r"<[A-Za-z_][A-Za-z0-9_ ]*>")
+_PLACEHOLDER = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*>")
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def file_findings(directory: Path) -> list[Finding]:
                 "warning",
                 SETUP_ENV,
                 f"is readable by other users (mode {stat.S_IMODE(mode):04o}) "
-                "and holds the PocketID API key.",
+                "and holds secrets such as the PocketID API key.",
                 f"chmod 600 {path}",
             )
         )

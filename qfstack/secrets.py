@@ -5,6 +5,10 @@ setup.env always wins; a stored value is never replaced. The datastore
 encryption key is special: management writes one into
 `artifacts/management.json` when it finds none, and that key encrypts the
 data, so it is carried over from there and never dropped.
+
+`plan_secrets` decides and writes nothing; `SecretPlan.save` writes
+secrets.env. Callers plan first and save only once everything else that
+could fail has been checked, so a refused command leaves no file behind.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def generate(name: str) -> str:
 
 
 def read_stored(directory: Path) -> dict[str, str]:
+    """The values of DIR/secrets.env, or nothing when there is none."""
     path = directory / SECRETS_ENV
     if not path.is_file():
         return {}
