@@ -60,6 +60,8 @@ API_TOKEN = "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN"
 
 @dataclass
 class WaitResult:
+    """The checks that passed and how long the wait took."""
+
     checks: list[CheckResult]
     seconds: float
 
@@ -144,6 +146,7 @@ def diagnose(
 
 
 def config_verdicts(config: Config) -> list[Verdict]:
+    """setup.env's warnings (its errors stop qfstack before any check)."""
     warnings = [f for f in config.findings if f.level != "info"]
     if not warnings:
         return [Verdict("config", "setup.env", "pass", "valid, no warnings.")]
@@ -280,9 +283,7 @@ def pocketid_verdicts(
         if v.name in ("connection", "tls") or v.retry_after is not None
     ]
     if unreachable:
-        return [], [
-            f"PocketID API: not asked, since {unreachable[0].title} failed."
-        ]
+        return [], [f"PocketID API: not asked, since {unreachable[0].title} failed."]
     key, source = api_key(config)
     if not key:
         return [], [

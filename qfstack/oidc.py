@@ -147,6 +147,7 @@ def is_local_host(host: str) -> bool:
 
 
 def is_local_url(url: str) -> bool:
+    """Whether `url` points at this machine."""
     return is_local_host(urlsplit(url).hostname or "")
 
 
@@ -211,6 +212,7 @@ class RateLimits:
         self._lock = threading.Lock()
 
     def for_url(self, url: str | httpx.URL) -> RateLimit:
+        """The limit of the provider that serves `url`."""
         parts = httpx.URL(str(url))
         key = f"{parts.scheme}://{parts.host}:{parts.port or ''}"
         with self._lock:
@@ -384,6 +386,7 @@ class Expectations:
 
     @classmethod
     def from_config(cls, config: Config) -> Expectations:
+        """What `config` needs: its authority, scopes and device flow."""
         scopes = config.scopes.split()
         if config.device_provider != "none":
             scopes += [s for s in config.device_scope.split() if s not in scopes]
@@ -1234,6 +1237,7 @@ def describe(exc: BaseException) -> str:
 
 
 def is_tls_error(exc: BaseException) -> bool:
+    """Whether a connection failed on the certificate's verification."""
     return _verify_error(exc) is not None
 
 
@@ -1255,6 +1259,7 @@ def _snippet(response: httpx.Response) -> str:
 
 
 def origin(url: str) -> str:
+    """The scheme, host and port of `url`."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -48,6 +48,7 @@ class ApiKey:
         self._value = value
 
     def reveal(self) -> str:
+        """The key itself, for the X-API-KEY header and nothing else."""
         return self._value
 
     def redact(self, text: str) -> str:
@@ -83,6 +84,8 @@ class PocketIdError(IdentityProviderError):
 
 @dataclass(frozen=True)
 class User:
+    """A PocketID user, as `GET /api/users/me` reports it."""
+
     id: str
     username: str
     email: str
@@ -111,6 +114,8 @@ class User:
 
 @dataclass(frozen=True)
 class UserGroup:
+    """A PocketID user group."""
+
     id: str
     name: str
     friendly_name: str
