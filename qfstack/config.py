@@ -80,6 +80,7 @@ VARIABLES: dict[str, Var] = _vars(
     Var("QUFABRIC_TURN_EXTERNAL_IP"),
     Var("QUFABRIC_TURN_USER", "self"),
     Var("QUFABRIC_TURN_PASSWORD", secret=True, doc="generated once when empty"),
+    Var("QUFABRIC_TURN_PORT", "3478", doc="TURN/STUN listening port"),
     Var("QUFABRIC_TURN_MIN_PORT", "49152"),
     Var("QUFABRIC_TURN_MAX_PORT", "65535"),
     Var("QUFABRIC_RELAY_AUTH_SECRET", secret=True, doc="generated once when empty"),
@@ -200,6 +201,7 @@ class Config:
     turn_domain: str
     turn_external_ip: str
     turn_user: str
+    turn_port: int
     turn_min_port: int
     turn_max_port: int
     coturn_network: str
@@ -619,6 +621,7 @@ class _Checker:
         relay_port = self.port("QUFABRIC_RELAY_PORT")
         http_port = self.port("QFSTACK_DASHBOARD_HTTP_PORT")
         https_port = self.port("QFSTACK_DASHBOARD_HTTPS_PORT")
+        turn_port = self.port("QUFABRIC_TURN_PORT")
         turn_min = self.port("QUFABRIC_TURN_MIN_PORT")
         turn_max = self.port("QUFABRIC_TURN_MAX_PORT")
         if turn_min and turn_max and turn_min > turn_max:
@@ -634,6 +637,7 @@ class _Checker:
                 "QUFABRIC_RELAY_PORT": relay_port,
                 "QFSTACK_DASHBOARD_HTTP_PORT": http_port,
                 "QFSTACK_DASHBOARD_HTTPS_PORT": https_port,
+                "QUFABRIC_TURN_PORT": turn_port,
                 **({"QFSTACK_POCKETID_PORT": pocketid_port} if bundled else {}),
             }
         )
@@ -727,6 +731,7 @@ class _Checker:
             turn_domain=turn_domain,
             turn_external_ip=turn_ip,
             turn_user=self.raw("QUFABRIC_TURN_USER"),
+            turn_port=turn_port,
             turn_min_port=turn_min,
             turn_max_port=turn_max,
             coturn_network=coturn_network,

@@ -50,8 +50,8 @@ def published_ports(config: Config) -> list[Port]:
     if config.bundled_pocketid:
         ports.append(Port("QFSTACK_POCKETID_PORT", bind, config.pocketid_port))
     turn_address = bind if config.coturn_network == "bridge" else "0.0.0.0"
-    ports.append(Port("coturn (TURN)", turn_address, 3478, "udp"))
-    ports.append(Port("coturn (TURN)", turn_address, 3478, "tcp"))
+    ports.append(Port("QUFABRIC_TURN_PORT", turn_address, config.turn_port, "udp"))
+    ports.append(Port("QUFABRIC_TURN_PORT", turn_address, config.turn_port, "tcp"))
     return ports
 
 
@@ -61,16 +61,14 @@ def port_findings(ports: Iterable[Port], own: set[tuple[int, str]]) -> list[Find
     for port in ports:
         if (port.number, port.protocol) in own or _is_free(port):
             continue
-        holder = _holder(port)
+        holder = _holder(port) or "that program"
         findings.append(
             Finding(
                 "error",
                 port.variable,
                 f"{port.protocol.upper()} port {port.number} on {port.address} is "
-                f"already in use{f' by {holder}' if holder else ''}.",
-                f"stop {holder or 'that program'} or give {port.variable} another port."
-                if not port.variable.startswith("coturn")
-                else f"stop {holder or 'that program'}; TURN needs port 3478.",
+                f"already in use by {holder}.",
+                f"stop {holder} or give {port.variable} another port.",
             )
         )
     return findings

@@ -76,7 +76,7 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
     elif not _is_url(device_endpoint):
         # The device flow is off: an unusable value is left out, not copied.
         device_endpoint = ""
-    turn_uri = f"{config.turn_domain}:3478"
+    turn_uri = f"{config.turn_domain}:{config.turn_port}"
     pkce_audience = "" if config.dashboard_audience == "none" else config.audience
     extra = dict(config.idp_extra)
     if config.bundled_pocketid:
@@ -208,7 +208,7 @@ def _is_url(value: str) -> bool:
 def turnserver_conf(config: Config) -> str:
     lines = [
         "# Written by qfstack; edit setup.env and run `qfstack render` instead.",
-        "listening-port=3478",
+        f"listening-port={config.turn_port}",
         "tls-listening-port=5349",
         f"min-port={config.turn_min_port}",
         f"max-port={config.turn_max_port}",
@@ -287,6 +287,7 @@ def compose_env(config: Config, hashes: dict[str, str]) -> dict[str, str]:
         "QFS_RELAY_PORT": str(config.relay_port),
         "QFS_DASHBOARD_HTTP_PORT": str(config.dashboard_http_port),
         "QFS_DASHBOARD_HTTPS_PORT": str(config.dashboard_https_port),
+        "QFS_TURN_PORT": str(config.turn_port),
         "QFS_TURN_MIN_PORT": str(config.turn_min_port),
         "QFS_TURN_MAX_PORT": str(config.turn_max_port),
         "QFS_POCKETID_PORT": str(config.pocketid_port),

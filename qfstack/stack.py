@@ -176,10 +176,21 @@ class Stack:
         """Reference -> local image id, for the references present locally."""
         if not references:
             return {}
-        argv = ["docker", "image", "inspect", "--format", "{{.Id}}", *references]
+        argv = ["docker", "image", "inspect", *references]
+        # A missing reference makes the command fail but not its JSON answer.
         done = subprocess.run(argv, capture_output=True, text=True)
-        ids = done.stdout.split()
-        return dict(zip(references, ids, strict=False)) if done.returncode == 0 else {}
+        try:
+            images = json.loads(done.stdout or "[]")
+        except ValueError:
+            return {}
+        wanted = set(references)
+        return {
+            tag: str(image.get("Id", ""))
+            for image in images
+            if isinstance(image, dict)
+            for tag in image.get("RepoTags") or []
+            if tag in wanted
+        }
 
     def health_log(self, container_id: str, entries: int = 3) -> list[str]:
         """The last health probe results of a container."""

@@ -52,11 +52,13 @@ def free_ports(count: int) -> list[int]:
 
 def local_ports_env() -> str:
     """setup.env lines giving a local stack free ports of its own."""
-    mgmt, signal, relay, http, https = free_ports(5)
+    mgmt, signal, relay, http, https, turn, relay_range = free_ports(7)
     return (
         f"QUFABRIC_MGMT_API_PORT={mgmt}\nQUFABRIC_SIGNAL_PORT={signal}\n"
         f"QUFABRIC_RELAY_PORT={relay}\nQFSTACK_DASHBOARD_HTTP_PORT={http}\n"
-        f"QFSTACK_DASHBOARD_HTTPS_PORT={https}\n"
+        f"QFSTACK_DASHBOARD_HTTPS_PORT={https}\nQUFABRIC_TURN_PORT={turn}\n"
+        f"QUFABRIC_TURN_MIN_PORT={relay_range}\n"
+        f"QUFABRIC_TURN_MAX_PORT={relay_range}\n"
     )
 
 
