@@ -42,8 +42,11 @@ def registry(tmp_path: Path) -> Iterator[str]:
         f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
         f"http:\n  addr: {address}\n"
     )
-    process = subprocess.Popen([binary, "serve", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [binary, "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -59,9 +62,17 @@ def registry(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-        done = subprocess.run(["docker", "images", "--format",
-                               "{{.Repository}}:{{.Tag}}", f"{address}/*/*"],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                "docker",
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                f"{address}/*/*",
+            ],
+            capture_output=True,
+            text=True,
+        )
         for ref in done.stdout.split():
             subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
@@ -86,15 +97,23 @@ def test_a_mirror_prefix_pulls_every_image_and_upgrade_takes_new_tags(
     (stack_dir / "setup.env").write_text(
         "QUFABRIC_DOMAIN=localhost\nQFSTACK_BUNDLED_POCKETID=true\n"
         f"QFSTACK_POCKETID_PORT={port}\nQFSTACK_IMAGE_REGISTRY={registry}\n"
-        + local_ports_env() + STANDIN_IMAGES
+        + local_ports_env()
+        + STANDIN_IMAGES
     )
 
     up = qfstack(stack_dir, "up", "--timeout", "180")
     assert up.returncode == 0, up.stderr
     running = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Config.Image}}",
-         f"{project_name(stack_dir)}-signal-1"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "inspect",
+            "--format",
+            "{{.Config.Image}}",
+            f"{project_name(stack_dir)}-signal-1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert running == f"{registry}/qfstack-standin/signal:dev"
 
@@ -102,7 +121,10 @@ def test_a_mirror_prefix_pulls_every_image_and_upgrade_takes_new_tags(
     build = tmp_path / "build"
     build.mkdir()
     (build / "Dockerfile").write_text(
-        f"FROM {standin_images['signal']}\nLABEL org.qfstack.test.release=2\n")
+        f"FROM {standin_images['signal']}\nLABEL org.qfstack.test.release=2\n"
+        # Not a stand-in build: drop the label the image cache looks up.
+        "LABEL org.qfstack.standin.hash=\n"
+    )
     newer = f"{registry}/qfstack-standin/signal:dev"
     _docker("build", "-q", "-t", newer, str(build))
     _docker("push", newer)
@@ -114,10 +136,16 @@ def test_a_mirror_prefix_pulls_every_image_and_upgrade_takes_new_tags(
     assert f"New images: {registry}/qfstack-standin/signal:dev" in upgrade.stderr
     assert "recreated: signal\n" in upgrade.stderr
     label = subprocess.run(
-        ["docker", "inspect", "--format",
-         '{{index .Config.Labels "org.qfstack.test.release"}}',
-         f"{project_name(stack_dir)}-signal-1"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "org.qfstack.test.release"}}',
+            f"{project_name(stack_dir)}-signal-1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert label == "2"
     assert list((stack_dir / "backups").glob("*.tar.gz"))
