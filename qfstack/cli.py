@@ -650,8 +650,9 @@ class _Progress:
 def _print_status(report: dict[str, object]) -> None:
     out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
     table = Table(title=f"project {report['project']}")
-    for column in ("service", "state", "health", "uptime", "ports"):
-        table.add_column(column)
+    for column in ("service", "state", "health", "uptime"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("ports", overflow="fold")
     services = report["services"]
     assert isinstance(services, list)
     for item in services:

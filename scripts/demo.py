@@ -16,40 +16,52 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 
-SETUP_ENV = """\
-# The demo stack: QuFabric on localhost with a bundled PocketID.
-QUFABRIC_DOMAIN=localhost
-QFSTACK_BUNDLED_POCKETID=true
-QFSTACK_DASHBOARD_HTTP_PORT=8080
-QFSTACK_DASHBOARD_HTTPS_PORT=8443
-QUFABRIC_AUTH_CLIENT_ID=qufabric-demo
-QUFABRIC_TOKEN_SOURCE=idToken
-QUFABRIC_DISABLE_ANONYMOUS_METRICS=true
-
-# Local stand-in images (see tests/images/); remove these lines to use the
-# published images.
-QUFABRIC_DASHBOARD_IMAGE=qfstack-standin/dashboard
-QUFABRIC_DASHBOARD_TAG=dev
-QUFABRIC_SIGNAL_IMAGE=qfstack-standin/signal
-QUFABRIC_SIGNAL_TAG=dev
-QUFABRIC_RELAY_IMAGE=qfstack-standin/relay
-QUFABRIC_RELAY_TAG=dev
-QUFABRIC_MANAGEMENT_IMAGE=qfstack-standin/management
-QUFABRIC_MANAGEMENT_TAG=dev
-COTURN_IMAGE=qfstack-standin/coturn
-COTURN_TAG=dev
-QFSTACK_POCKETID_IMAGE=qfstack-standin/pocketid
-QFSTACK_POCKETID_TAG=dev
-"""
+# Local stand-in images (see tests/images/); an operator's stack leaves these
+# out and gets the published images.
+STANDIN_IMAGES = {
+    "QUFABRIC_DASHBOARD_IMAGE": "qfstack-standin/dashboard",
+    "QUFABRIC_SIGNAL_IMAGE": "qfstack-standin/signal",
+    "QUFABRIC_RELAY_IMAGE": "qfstack-standin/relay",
+    "QUFABRIC_MANAGEMENT_IMAGE": "qfstack-standin/management",
+    "COTURN_IMAGE": "qfstack-standin/coturn",
+    "QFSTACK_POCKETID_IMAGE": "qfstack-standin/pocketid",
+}
+TAGS = (
+    "QUFABRIC_DASHBOARD_TAG",
+    "QUFABRIC_SIGNAL_TAG",
+    "QUFABRIC_RELAY_TAG",
+    "QUFABRIC_MANAGEMENT_TAG",
+    "COTURN_TAG",
+    "QFSTACK_POCKETID_TAG",
+)
+SETTINGS = {
+    "QFSTACK_DASHBOARD_HTTP_PORT": "8080",
+    "QFSTACK_DASHBOARD_HTTPS_PORT": "8443",
+    "QUFABRIC_DISABLE_ANONYMOUS_METRICS": "true",
+    **STANDIN_IMAGES,
+    **dict.fromkeys(TAGS, "dev"),
+}
 
 
 def main() -> int:
     DEMO.mkdir(exist_ok=True)
-    setup_env = DEMO / "setup.env"
-    if not setup_env.exists():
-        setup_env.write_text(SETUP_ENV)
-        print(f"demo: wrote {setup_env.relative_to(ROOT)}", file=sys.stderr)
     qfstack = [sys.executable, "-m", "qfstack", "--dir", str(DEMO)]
+    if not (DEMO / "setup.env").exists():
+        assignments = [
+            arg
+            for name, value in SETTINGS.items()
+            for arg in ("--set", f"{name}={value}")
+        ]
+        init = [
+            *qfstack,
+            "init",
+            "--bundled-pocketid",
+            "--non-interactive",
+            *assignments,
+        ]
+        code = subprocess.call(init)
+        if code != 0:
+            return code
     env = {**os.environ}
     code = subprocess.call([*qfstack, "up", "--timeout", "240"], env=env)
     if code != 0:
