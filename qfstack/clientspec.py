@@ -17,6 +17,8 @@ from qfstack.config import Config
 from qfstack.pocketid import OidcClient
 
 GROUP = "oidc client"
+# The name the guide gives the client in PocketID.
+CLIENT_NAME = "QuFabric"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class ClientSpec:
     logout_callback_urls: tuple[str, ...]
     public: bool = True
     pkce: bool = True
+    name: str = CLIENT_NAME
+    # Where PocketID's own dashboard sends users to open QuFabric.
+    launch_url: str = ""
 
 
 def dashboard_origin(config: Config) -> str:
@@ -56,7 +61,8 @@ def client_spec(config: Config) -> ClientSpec:
     loopback redirect), then the dashboard origin joined with
     QUFABRIC_AUTH_REDIRECT_URI and QUFABRIC_AUTH_SILENT_REDIRECT_URI
     (by default `https://<domain>/auth` and `https://<domain>/silent-auth`).
-    Logout callback: the dashboard origin with a trailing slash.
+    Logout callback: the dashboard origin with a trailing slash; launch URL:
+    the dashboard origin.
     """
     dashboard = dashboard_origin(config)
     callbacks = [
@@ -68,6 +74,7 @@ def client_spec(config: Config) -> ClientSpec:
         client_id=config.client_id,
         callback_urls=tuple(dict.fromkeys(callbacks)),
         logout_callback_urls=(dashboard + "/",),
+        launch_url=dashboard,
     )
 
 

@@ -125,6 +125,9 @@ VARIABLES: dict[str, Var] = _vars(
     Var("QFSTACK_POCKETID_URL", doc="the browser's URL of the bundled PocketID"),
     Var("QFSTACK_POCKETID_STATIC_API_KEY", secret=True),
     Var("QFSTACK_POCKETID_ENCRYPTION_KEY", secret=True),
+    Var("QFSTACK_POCKETID_ADMIN", "admin", doc="first admin `up` creates (bundled)"),
+    Var("QFSTACK_POCKETID_ADMIN_EMAIL", doc="that admin's e-mail address"),
+    Var("QFSTACK_POCKETID_GROUP", "qufabric-users", doc="group allowed on the client"),
 )
 
 # Secrets qfstack generates once when setup.env leaves them empty.

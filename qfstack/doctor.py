@@ -23,11 +23,11 @@ from qfstack.checks import Level, Verdict, worst
 from qfstack.clientspec import check_client, client_spec
 from qfstack.config import Config
 from qfstack.errors import EXIT_FAILED, EXIT_OK, ComposeError, Finding
-from qfstack.lifecycle import effective_settings
 from qfstack.oidc import (
     Expectations,
     HttpSettings,
     ProviderReport,
+    effective_settings,
     http_client,
     inspect_provider,
     origin,

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,13 @@ from qfstack.errors import (
     QfstackError,
 )
 from qfstack.files import write_atomic
-from qfstack.oidc import HttpSettings, fetch_discovery, fetch_jwks, http_client
+from qfstack.oidc import (
+    HttpSettings,
+    effective_settings,
+    fetch_discovery,
+    fetch_jwks,
+    http_client,
+)
 from qfstack.preflight import preflight
 from qfstack.readiness import (
     Check,
@@ -53,19 +59,6 @@ from qfstack.stack import ServiceState, Stack
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-
-
-def effective_settings(config: Config, settings: HttpSettings) -> HttpSettings:
-    """Add what the configuration implies: its CA bundle, the bundled aliases."""
-    if settings.ca_bundle is None and config.ca_bundle is not None:
-        settings = replace(settings, ca_bundle=config.ca_bundle)
-    if config.bundled_pocketid:
-        aliases = {
-            config.pocketid_internal_url: config.pocketid_url,
-            **settings.aliases,
-        }
-        settings = replace(settings, aliases=aliases)
-    return settings
 
 
 @dataclass

@@ -28,7 +28,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,19 @@ class HttpSettings:
     # URL prefixes rewritten before a request, e.g. the bundled PocketID's
     # internal URL (reachable from containers) to its published one.
     aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+def effective_settings(config: Config, settings: HttpSettings) -> HttpSettings:
+    """Add what the configuration implies: its CA bundle, the bundled aliases."""
+    if settings.ca_bundle is None and config.ca_bundle is not None:
+        settings = replace(settings, ca_bundle=config.ca_bundle)
+    if config.bundled_pocketid:
+        aliases = {
+            config.pocketid_internal_url: config.pocketid_url,
+            **settings.aliases,
+        }
+        settings = replace(settings, aliases=aliases)
+    return settings
 
 
 def parse_resolve(items: list[str]) -> dict[str, str]:

@@ -9,15 +9,20 @@ The API key is held in an `ApiKey`, whose text is always masked: it never
 appears in a message, a log line or an exception, even if PocketID echoes it.
 
 PocketID 1.x and 2.x differ (see shared/reference/pocketid.md); the client
-learns the major version from what the API answers (`major`), so callers can
-ask `group_restricted_by_default` instead of comparing versions.
+learns the version from what the server answers: `GET /api/version/current`
+where it exists (newer than 2.14), else the fields only one version sends
+(`isGroupRestricted` in a client: 2.x; `code` and `request_id` in an error:
+2.13+). Callers ask `group_restricted_by_default` or `at_least` instead of
+comparing versions, and `require_supported` refuses a 0.x or a 3.x.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 100
 MAX_PAGES = 1000
+SUPPORTED_MAJORS = (1, 2)
+Version = tuple[int, int, int]
 KEY_HELP = (
     "create a new key as an admin in PocketID's web interface: Administration "
     "-> API Keys -> Add API Key (choose an expiry date), then put it in {where}."
@@ -121,17 +128,44 @@ class UserGroup:
     friendly_name: str
     # Members, when the answer counts them (lists and client details do).
     user_count: int | None = None
+    # Member ids, when the answer lists them (a single group's details do).
+    member_ids: tuple[str, ...] | None = None
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> UserGroup:
         count = data.get("userCount")
-        if count is None and isinstance(data.get("users"), list):
-            count = len(data["users"])
+        members = None
+        if isinstance(data.get("users"), list):
+            members = tuple(
+                str(u.get("id", "")) for u in data["users"] if isinstance(u, dict)
+            )
+            if count is None:
+                count = len(members)
         return cls(
             id=str(data.get("id", "")),
             name=str(data.get("name", "")),
             friendly_name=str(data.get("friendlyName") or data.get("name", "")),
             user_count=int(count) if isinstance(count, int) else None,
+            member_ids=members,
+        )
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """One of the caller's API keys, as `GET /api/api-keys` lists it."""
+
+    id: str
+    name: str
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ApiKeyInfo:
+        return cls(
+            id=str(data.get("id", "")),
+            name=str(data.get("name") or ""),
+            expires_at=_time(data.get("expiresAt")),
+            last_used_at=_time(data.get("lastUsedAt")),
         )
 
 
@@ -148,11 +182,16 @@ class OidcClient:
     # None on 1.x, which has no such setting (an empty group list lets all in).
     is_group_restricted: bool | None
     allowed_groups: tuple[UserGroup, ...]
+    launch_url: str | None = None
+    # The answer as PocketID sent it: an update sends back what qfstack does
+    # not manage (logo, description, token lifetimes), since PUT replaces all.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> OidcClient:
         restricted = data.get("isGroupRestricted")
         groups = data.get("allowedUserGroups") or []
+        launch = data.get("launchURL")
         return cls(
             id=str(data.get("id", "")),
             name=str(data.get("name", "")),
@@ -166,6 +205,8 @@ class OidcClient:
             allowed_groups=tuple(
                 UserGroup.from_api(g) for g in groups if isinstance(g, dict)
             ),
+            launch_url=str(launch) if launch else None,
+            raw=dict(data),
         )
 
 
@@ -193,6 +234,10 @@ class PocketIdClient:
         self.key_source = key_source
         self.max_wait = max_wait
         self._major = major
+        # The exact version, when the server tells it; else the oldest version
+        # its answers allow (2.13 once an error carries `request_id`).
+        self._version: Version | None = None
+        self._floor: Version = (major, 0, 0) if major else (0, 0, 0)
 
     # --- version awareness ----------------------------------------------------
 
@@ -202,16 +247,87 @@ class PocketIdClient:
         return self._major
 
     @property
+    def version(self) -> Version | None:
+        """The exact version, when the server announced it."""
+        return self._version
+
+    @property
+    def version_text(self) -> str:
+        """The version as far as it is known: 2.15.1, 2.x, or unknown."""
+        if self._version is not None:
+            return ".".join(str(part) for part in self._version)
+        return f"{self._major}.x" if self._major else "unknown"
+
+    @property
     def group_restricted_by_default(self) -> bool:
         """2.x restricts a client to its allowed groups; 1.x lets everyone in."""
         return (self._major or 0) >= 2
 
+    def at_least(self, major: int, minor: int = 0) -> bool | None:
+        """Whether PocketID is this version or newer; None when unknown."""
+        wanted = (major, minor, 0)
+        if self._version is not None:
+            return self._version >= wanted
+        if self._floor >= wanted:
+            return True
+        if self._major is not None and self._major != major:
+            return self._major > major
+        return None
+
+    def detect_version(self) -> str:
+        """Ask PocketID its version where it can tell, then refuse an
+        unsupported one; returns the version as far as it is known."""
+        if self._version is None:
+            try:
+                data = self._json("GET", "/api/version/current", check="version")
+            except PocketIdError as exc:
+                # The route is newer than 2.14: older versions answer 404 (or
+                # their web page); a refused key or a full limit is an answer.
+                if exc.status is None or exc.status in (401, 403, 429):
+                    raise
+                if exc.status >= 500:
+                    raise
+                data = None
+            text = data.get("currentVersion") if isinstance(data, dict) else None
+            parsed = parse_version(text) if isinstance(text, str) else None
+            if parsed is not None:
+                self._version = parsed
+                self._major = parsed[0]
+                self._floor = max(self._floor, parsed)
+                logger.debug("PocketID at %s is %s", self.base_url, self.version_text)
+        self.require_supported()
+        return self.version_text
+
+    def require_supported(self) -> None:
+        """Raise when PocketID is a version whose API qfstack does not know."""
+        if self._major is None or (
+            self._major in SUPPORTED_MAJORS and self._major >= 1
+        ):
+            return
+        newer = self._major > max(SUPPORTED_MAJORS)
+        raise PocketIdError(
+            "version",
+            f"PocketID {self.version_text} is not supported: qfstack knows the "
+            "API of PocketID 1.x and 2.x"
+            + (", and a new major version changes it." if newer else "."),
+            fix="use a qfstack release that supports this PocketID, or run "
+            "PocketID 2.x (image tag v2)."
+            if newer
+            else "upgrade PocketID to 2.x (image tag v2), or at least 1.16.",
+            permanent=True,
+        )
+
     def _learn(self, data: Any) -> None:
-        """Infer the major version from fields only one version sends."""
-        if self._major is not None or not isinstance(data, dict):
+        """Infer the version from fields only some versions send."""
+        if not isinstance(data, dict):
+            return
+        if "code" in data and "request_id" in data and "error" in data:
+            self._floor = max(self._floor, (2, 13, 0))
+        if self._major is not None:
             return
         if "isGroupRestricted" in data or "request_id" in data:
             self._major = 2
+            self._floor = max(self._floor, (2, 0, 0))
         elif "callbackURLs" in data and "isPublic" in data:
             self._major = 1
         if self._major is not None:
@@ -238,6 +354,40 @@ class PocketIdClient:
             )
         return user
 
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        """The key owner's own API keys (never their secrets)."""
+        return [
+            ApiKeyInfo.from_api(item)
+            for item in self._pages("/api/api-keys", {}, check="api key")
+        ]
+
+    def list_users(self, search: str | None = None) -> list[User]:
+        """Every user an admin sees (all pages)."""
+        params = {"search": search} if search else {}
+        return [
+            User.from_api(item)
+            for item in self._pages("/api/users", params, check="users")
+        ]
+
+    def setup_first_admin(
+        self, username: str, first_name: str, last_name: str = "", email: str = ""
+    ) -> User:
+        """Create the first user, an admin (`POST /api/signup/setup`, 1.5+).
+
+        PocketID allows it only while no user exists; it answers with a
+        session cookie, which is dropped: qfstack keeps using its key.
+        """
+        body = {"username": username, "firstName": first_name}
+        if last_name:
+            body["lastName"] = last_name
+        if email:
+            body["email"] = email
+        try:
+            data = self._json("POST", "/api/signup/setup", check="admin", body=body)
+        finally:
+            self.http.cookies.clear()
+        return User.from_api(data)
+
     def get_client(self, client_id: str) -> OidcClient | None:
         """The OIDC client with this id, or None when there is none."""
         try:
@@ -246,7 +396,6 @@ class PocketIdClient:
             if exc.status == 404:
                 return None
             raise
-        self._learn(data)
         return OidcClient.from_api(data)
 
     def list_clients(self, search: str | None = None) -> list[OidcClient]:
@@ -257,6 +406,41 @@ class PocketIdClient:
             self._learn(item)
         return [OidcClient.from_api(item) for item in items]
 
+    def create_client(self, body: Mapping[str, Any]) -> OidcClient:
+        """Create an OIDC client; `body` as `POST /api/oidc/clients` takes it."""
+        data = self._json("POST", "/api/oidc/clients", check="client", body=body)
+        return OidcClient.from_api(data)
+
+    def update_client(self, client_id: str, body: Mapping[str, Any]) -> OidcClient:
+        """Replace the client's settings (PUT sets every field it is sent)."""
+        path = f"/api/oidc/clients/{client_id}"
+        return OidcClient.from_api(self._json("PUT", path, check="client", body=body))
+
+    def set_allowed_groups(
+        self, client_id: str, group_ids: Sequence[str]
+    ) -> OidcClient:
+        """The user groups whose members may use the client."""
+        path = f"/api/oidc/clients/{client_id}/allowed-user-groups"
+        body = {"userGroupIds": list(group_ids)}
+        return OidcClient.from_api(self._json("PUT", path, check="client", body=body))
+
+    def client_secret_ids(self, client_id: str) -> list[str] | None:
+        """The ids of a client's secrets (2.14+), or None where PocketID
+        cannot list them (before 2.14 a client has one secret, never shown)."""
+        if self.at_least(2, 14) is False:
+            return None
+        path = f"/api/oidc/clients/{client_id}/secrets"
+        try:
+            data = self._json("GET", path, check="client")
+        except PocketIdError as exc:
+            if exc.status != 404:
+                raise
+            # The route came with 2.14; the client itself was just read.
+            return None
+        self._floor = max(self._floor, (2, 14, 0))
+        items = data if isinstance(data, list) else []
+        return [str(item.get("id", "")) for item in items if isinstance(item, dict)]
+
     def list_groups(self, search: str | None = None) -> list[UserGroup]:
         """Every user group (all pages), with member counts."""
         params = {"search": search} if search else {}
@@ -264,6 +448,23 @@ class PocketIdClient:
             UserGroup.from_api(item)
             for item in self._pages("/api/user-groups", params, check="groups")
         ]
+
+    def get_group(self, group_id: str) -> UserGroup:
+        """One user group with its members' ids."""
+        path = f"/api/user-groups/{group_id}"
+        return UserGroup.from_api(self._json("GET", path, check="groups"))
+
+    def create_group(self, name: str, friendly_name: str) -> UserGroup:
+        """A new user group."""
+        body = {"name": name, "friendlyName": friendly_name}
+        data = self._json("POST", "/api/user-groups", check="groups", body=body)
+        return UserGroup.from_api(data)
+
+    def set_group_users(self, group_id: str, user_ids: Sequence[str]) -> UserGroup:
+        """Replace the members of a user group."""
+        path = f"/api/user-groups/{group_id}/users"
+        body = {"userIds": list(user_ids)}
+        return UserGroup.from_api(self._json("PUT", path, check="groups", body=body))
 
     # --- plumbing -------------------------------------------------------------
 
@@ -349,11 +550,23 @@ class PocketIdClient:
             return response
         raise self._error(method, path, response, check)
 
+    def _error_message(self, response: httpx.Response) -> str:
+        """PocketID's `{"error": ...}`, or the start of the body."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        self._learn(data)
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            return str(data["error"])
+        text = " ".join(response.text.split())
+        return text[:120] or response.reason_phrase
+
     def _error(
         self, method: str, path: str, response: httpx.Response, check: str
     ) -> PocketIdError:
         status = response.status_code
-        message = self.api_key.redact(_error_message(response))
+        message = self.api_key.redact(self._error_message(response))
         if status == 401:
             return PocketIdError(
                 "api key",
@@ -402,13 +615,21 @@ class PocketIdClient:
         )
 
 
-def _error_message(response: httpx.Response) -> str:
-    """PocketID's `{"error": ...}`, or the start of the body."""
+def parse_version(text: str) -> Version | None:
+    """`v2.14.0`, `2.14` or `2` as a (major, minor, patch) tuple."""
+    match = re.fullmatch(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[-+].*)?", text.strip())
+    if match is None:
+        return None
+    major, minor, patch = (int(part or 0) for part in match.groups())
+    return major, minor, patch
+
+
+def _time(value: Any) -> datetime | None:
+    """An RFC 3339 time of PocketID's (UTC when it names no zone)."""
+    if not isinstance(value, str) or not value:
+        return None
     try:
-        data = response.json()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
-    text = " ".join(response.text.split())
-    return text[:120] or response.reason_phrase
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -113,9 +113,36 @@ def init_setup_env(
         write_atomic(path, update_text(text, changes), mode=0o600)
         logger.info("wrote %s (%d change(s))", path, len(changes))
     secrets.save()
-    return InitResult(
-        path, sorted(changes), secrets.generated, backup, config.findings
-    )
+    return InitResult(path, sorted(changes), secrets.generated, backup, config.findings)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What `update_setup_env` changed, and the backup of the previous file."""
+
+    path: Path
+    changed: list[str]
+    backup: Path | None
+
+
+def update_setup_env(directory: Path, changes: Mapping[str, str]) -> Update:
+    """Set `changes` in the existing DIR/setup.env and touch nothing else.
+
+    Each variable is rewritten in place (or appended); every other line,
+    comment and secret stays as it is, and no secret is generated. The
+    previous file is kept as a backup. Nothing is written when every value is
+    already set.
+    """
+    path = directory / SETUP_ENV
+    existing = read_setup_env(directory)
+    changes = {k: v for k, v in changes.items() if existing.get(k) != v}
+    if not changes:
+        return Update(path, [], None)
+    text = update_text(path.read_text(), changes)  # raises on a line break
+    backup = _backup(path)
+    write_atomic(path, text, mode=0o600)
+    logger.info("wrote %s (%d change(s))", path, len(changes))
+    return Update(path, sorted(changes), backup)
 
 
 def _backup(path: Path) -> Path:
