@@ -163,6 +163,13 @@ class Stack:
     def start(self, services: Sequence[str] = ()) -> None:
         self._run(["start", *services], "start services")
 
+    def pocketid_one_time_access_token(self, user: str) -> str:
+        """What `pocket-id one-time-access-token USER` prints in the bundled
+        PocketID's container: a sign-in link, which is a secret. The output
+        is returned, never logged."""
+        argv = ["exec", "-T", "pocketid", "/app/pocket-id", "one-time-access-token"]
+        return self._run([*argv, user], "create a PocketID sign-in link")
+
     def pull(self, services: Sequence[str] = ()) -> None:
         self._run(["pull", "--quiet", *services], "pull images")
 
@@ -242,6 +249,14 @@ class Stack:
                     returncode=proc.returncode,
                     stderr="",
                 )
+
+    def volumes(self) -> list[str]:
+        """The Docker names of the project's existing volumes."""
+        label = f"label=com.docker.compose.project={self.project}"
+        out = self._run_argv(
+            ["docker", "volume", "ls", "--quiet", "--filter", label], "list volumes"
+        )
+        return out.split()
 
     def volume(self, name: str) -> str:
         """The Docker name of one of the project's volumes."""
