@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 MAX_WAIT = 15.0
 STATIC_KEY = "QFSTACK_POCKETID_STATIC_API_KEY"
 API_TOKEN = "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN"
+# An API key that expires sooner than this is reported as a warning.
+KEY_EXPIRY_WARNING_DAYS = 30
 
 
 @dataclass
@@ -269,9 +272,17 @@ def _port_in(message: str) -> int:
 
 
 def pocketid_verdicts(
-    config: Config, client: httpx.Client, provider: ProviderReport
+    config: Config,
+    client: httpx.Client,
+    provider: ProviderReport | None,
+    *,
+    key_expiry: bool = True,
 ) -> tuple[list[Verdict], list[str]]:
-    """The API key and QuFabric's OIDC client, through PocketID's REST API."""
+    """The API key and QuFabric's OIDC client, through PocketID's REST API.
+
+    Three calls (who am I, the client, the key's expiry); `up` leaves the
+    expiry out (`key_expiry=False`) to stay at two.
+    """
     if config.idp_manager != "pocketid" and not config.bundled_pocketid:
         return [], [
             f"PocketID API: the identity provider is {config.idp_manager!r}, "
@@ -279,7 +290,7 @@ def pocketid_verdicts(
         ]
     unreachable = [
         v
-        for v in provider.failures
+        for v in (provider.failures if provider else [])
         if v.name in ("connection", "tls") or v.retry_after is not None
     ]
     if unreachable:
@@ -320,6 +331,8 @@ def pocketid_verdicts(
             f"valid; it belongs to the admin {user.username!r}.",
         )
     ]
+    if key_expiry:
+        verdicts.append(expiry_verdict(api, source))
 
     spec = client_spec(config)
     try:
@@ -333,13 +346,87 @@ def pocketid_verdicts(
 
 
 def api_key(config: Config) -> tuple[ApiKey, str]:
-    """The PocketID API key and the variable it comes from."""
-    if config.bundled_pocketid:
-        value = config.values.get(STATIC_KEY) or read_stored(config.directory).get(
-            STATIC_KEY, ""
+    """The PocketID API key and the variable it comes from.
+
+    The bundled PocketID's is the static key qfstack generated, unless
+    setup.env names an API key (PocketID 1.x has no static key).
+    """
+    token = config.idp_extra.get("ApiToken", "")
+    if config.bundled_pocketid and not token:
+        value = (
+            config.values.get(STATIC_KEY)
+            or config.secrets.get(STATIC_KEY)
+            or read_stored(config.directory).get(STATIC_KEY, "")
         )
         return ApiKey(value), STATIC_KEY
-    return ApiKey(config.idp_extra.get("ApiToken", "")), API_TOKEN
+    return ApiKey(token), API_TOKEN
+
+
+def expiry_verdict(
+    api: PocketIdClient, source: str, now: datetime | None = None
+) -> Verdict:
+    """When the API key in use expires; a warning within 30 days.
+
+    `GET /api/api-keys` lists the owner's keys but not which one is asking;
+    PocketID stamps `lastUsedAt` on each use, so the key used last is this one.
+    """
+    name = "api key expiry"
+    try:
+        keys = api.list_api_keys()
+    except PocketIdError as exc:
+        return Verdict(
+            "pocketid api", name, "warn", f"could not list the keys: {exc.detail}"
+        )
+    if not keys:
+        if source == STATIC_KEY:
+            return Verdict(
+                "pocketid api", name, "pass", "the static API key does not expire."
+            )
+        return Verdict(
+            "pocketid api",
+            name,
+            "warn",
+            "the key's owner lists no API keys, so its expiry is unknown.",
+        )
+
+    never = datetime.min.replace(tzinfo=timezone.utc)
+    last = max(k.last_used_at or never for k in keys)
+    recent = [
+        k for k in keys if last - (k.last_used_at or never) <= timedelta(seconds=5)
+    ]
+    key = min(
+        recent, key=lambda k: k.expires_at or datetime.max.replace(tzinfo=timezone.utc)
+    )
+    evidence = [f"key {key.name!r}"]
+    if len(recent) > 1:
+        evidence.append(
+            f"{len(recent)} keys of this owner were used just now; the one "
+            "expiring first is shown"
+        )
+    if key.expires_at is None:
+        return Verdict("pocketid api", name, "pass", "no expiry date.", tuple(evidence))
+    now = now or datetime.now(timezone.utc)
+    days = (key.expires_at - now).total_seconds() / 86400
+    when = key.expires_at.strftime("%Y-%m-%d")
+    if days < KEY_EXPIRY_WARNING_DAYS:
+        return Verdict(
+            "pocketid api",
+            name,
+            "warn",
+            f"the API key expires on {when}, in {max(days, 0):.0f} day(s); "
+            "management cannot reach PocketID after that.",
+            tuple(evidence),
+            "create a new key before then (Administration -> API Keys -> Add "
+            f"API Key, with a later expiry), put it in {source} and run "
+            "`qfstack up`.",
+        )
+    return Verdict(
+        "pocketid api",
+        name,
+        "pass",
+        f"expires on {when}, in {days:.0f} days.",
+        tuple(evidence),
+    )
 
 
 def _from_error(group: str, name: str, exc: PocketIdError) -> Verdict:
@@ -349,7 +436,9 @@ def _from_error(group: str, name: str, exc: PocketIdError) -> Verdict:
 __all__ = [
     "DoctorReport",
     "WaitResult",
+    "api_key",
     "diagnose",
+    "expiry_verdict",
     "pocketid_verdicts",
     "wait",
 ]

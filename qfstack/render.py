@@ -79,7 +79,8 @@ def management_document(config: Config, discovery: Discovery) -> dict[str, Any]:
     turn_uri = f"{config.turn_domain}:{config.turn_port}"
     pkce_audience = "" if config.dashboard_audience == "none" else config.audience
     extra = dict(config.idp_extra)
-    if config.bundled_pocketid:
+    if config.bundled_pocketid and not extra.get("ApiToken"):
+        # The static key, unless setup.env names a key (PocketID 1.x has none).
         extra["ApiToken"] = config.get("QFSTACK_POCKETID_STATIC_API_KEY")
     return {
         "Stuns": [
