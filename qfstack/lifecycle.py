@@ -22,6 +22,8 @@ from typing import Any
 
 from qfstack.config import SERVICES, VARIABLES, Config, is_secret
 from qfstack.errors import (
+    ConfigError,
+    Finding,
     IdentityProviderError,
     Interrupted,
     PreflightError,
@@ -48,7 +50,6 @@ from qfstack.render import SECRET_ENV_KEYS, Rendered, render, render_bootstrap
 from qfstack.render import artifacts as render_artifacts
 from qfstack.render import write as write_artifacts
 from qfstack.secrets import (
-    ensure_secrets,
     plan_secrets,
     read_stored,
     redact,
@@ -86,8 +87,11 @@ def up(
     are ready; only then mark the stack healthy."""
     start = time.monotonic()
     deadline = start + timeout
-    config = ensure_secrets(config)
     stack = Stack(config)
+    secrets = plan_secrets(config)
+    _refuse_new_keys_for_old_data(stack, secrets.generated)
+    secrets.save()
+    config = config.with_secrets(secrets.values)
     existing = stack.ps()
     before = {s.service: s.container_id for s in existing}
     findings = preflight(config, {pub for s in existing for pub in s.published})
@@ -107,7 +111,12 @@ def up(
                 stage = "starting the bundled PocketID"
                 stack.up(["pocketid"], no_deps=True)
                 stage = "waiting for the bundled PocketID"
-            wait_until_ready([idp], _left(deadline), on_progress=on_progress)
+            first: list[Check] = [idp]
+            if config.bundled_pocketid:
+                # A PocketID that crashes (a wrong key, a bad setting) is named
+                # at once instead of being waited for until the deadline.
+                first.append(ServicesCheck(stack, ["pocketid"]))
+            wait_until_ready(first, _left(deadline), on_progress=on_progress)
             assert idp.discovery is not None
             rendered = render(config, idp.discovery)
 
@@ -197,6 +206,36 @@ def secret_values(config: Config) -> dict[str, str]:
             )
         )
     }
+
+
+# Which generated key encrypts which volume's data.
+_KEY_OF_VOLUME = {
+    "management": "QUFABRIC_DATASTORE_ENCRYPTION_KEY",
+    "pocketid-data": "QFSTACK_POCKETID_ENCRYPTION_KEY",
+}
+
+
+def _refuse_new_keys_for_old_data(stack: Stack, generated: list[str]) -> None:
+    """A new encryption key for a volume that already holds data loses it."""
+    if not any(name in generated for name in _KEY_OF_VOLUME.values()):
+        return
+    existing = set(stack.volumes())
+    findings = [
+        Finding(
+            "error",
+            key,
+            f"would be generated anew, but the volume {stack.volume(volume)} "
+            "already holds data encrypted with the previous key (secrets.env "
+            "is missing or lost it).",
+            "restore secrets.env (or the whole stack with `qfstack restore`) "
+            "from a backup, or set the key in setup.env; to start over instead, "
+            "remove the data with `qfstack down --volumes`.",
+        )
+        for volume, key in _KEY_OF_VOLUME.items()
+        if key in generated and stack.volume(volume) in existing
+    ]
+    if findings:
+        raise ConfigError("refusing to replace an encryption key in use", findings)
 
 
 def _left(deadline: float) -> float:
