@@ -223,7 +223,11 @@ class ServicesCheck:
             detail = f"{state.state} ({state.status}), exit code {state.exit_code}"
         elif state.health == "unhealthy":
             detail = f"unhealthy ({state.status})"
-        elif state.state == "running" and state.health == "none":
+        elif (
+            state.state == "running"
+            and state.health == "none"
+            and state.service in self.stack.without_healthcheck()
+        ):
             return CheckResult(
                 name,
                 False,

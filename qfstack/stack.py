@@ -87,6 +87,7 @@ class Stack:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.files: list[str | Path] = list(compose_files(config))
+        self._services: dict[str, Any] | None = None
 
     @functools.cached_property
     def docker(self) -> DockerClient:
@@ -106,9 +107,25 @@ class Stack:
 
     def services(self) -> list[str]:
         """The services the merged configuration defines."""
-        data = self._compose_json(["config", "--format", "json"])
-        services = data.get("services", {}) if isinstance(data, dict) else {}
-        return sorted(services)
+        return sorted(self._service_configs())
+
+    def without_healthcheck(self) -> list[str]:
+        """The services that have no healthcheck (or have it disabled)."""
+        return sorted(
+            name
+            for name, service in self._service_configs().items()
+            if not isinstance(service, dict)
+            or not service.get("healthcheck")
+            or service["healthcheck"].get("disable")
+        )
+
+    def _service_configs(self) -> dict[str, Any]:
+        # Read once per Stack: the configuration does not change under it.
+        if self._services is None:
+            data = self._compose_json(["config", "--format", "json"])
+            services = data.get("services", {}) if isinstance(data, dict) else {}
+            self._services = dict(services)
+        return self._services
 
     def up(self, services: Sequence[str] = (), *, no_deps: bool = False) -> None:
         argv = ["up", "--detach", "--remove-orphans", "--quiet-pull"]

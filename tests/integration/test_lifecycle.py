@@ -180,3 +180,34 @@ def test_ctrl_c_during_up_exits_130_with_files_intact(
         else {"healthy": False}
     )
     assert state["healthy"] is False
+
+
+def test_lost_secrets_are_not_regenerated_over_existing_data(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    assert qfstack(stack_dir, "down").returncode == 0
+    (stack_dir / "secrets.env").unlink()
+
+    again = qfstack(stack_dir, "up", "--timeout", "60")
+    assert again.returncode == 2, again.stderr
+    assert "QFSTACK_POCKETID_ENCRYPTION_KEY" in again.stderr
+    assert "restore secrets.env" in again.stderr
+    assert not (stack_dir / "secrets.env").exists()
+    assert project_containers(project_name(stack_dir)) == []
+
+
+def test_a_crashing_bundled_pocketid_is_named_at_once(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    with (stack_dir / "setup.env").open("a") as handle:
+        handle.write("QFSTACK_POCKETID_ENCRYPTION_KEY=a-different-key-0123456789\n")
+    started = time.monotonic()
+    result = qfstack(stack_dir, "up", "--timeout", "170")
+    assert result.returncode == 3, result.stderr
+    assert "service pocketid" in result.stderr
+    assert "ENCRYPTION_KEY differs" in result.stderr
+    assert time.monotonic() - started < 60
