@@ -211,3 +211,49 @@ def test_a_crashing_bundled_pocketid_is_named_at_once(
     assert "service pocketid" in result.stderr
     assert "ENCRYPTION_KEY differs" in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_logs_stream_container_output_verbatim_and_restart_waits(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    marker = "[bold red]not markup[/] \x1b[31mraw escape\x1b[0m"
+    # printf turns \033 into ESC: the YAML itself may not hold control bytes.
+    (stack_dir / "compose.override.yml").write_text(
+        "services:\n  signal:\n    entrypoint: [bash, -c]\n    command:\n"
+        "      - |\n"
+        "        printf '[bold red]not markup[/] \\033[31mraw escape\\033[0m\\n'\n"
+        "        exec /opt/qufabric-standin/run.py\n"
+    )
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qfstack",
+            "--dir",
+            str(stack_dir),
+            "logs",
+            "--tail",
+            "50",
+            "signal",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert marker.encode() in done.stdout
+
+    restarted = qfstack(stack_dir, "restart", "signal", "--timeout", "120")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "Restarted signal" in restarted.stderr
+    assert done.stdout.count(marker.encode()) == 1
+    again = subprocess.run(
+        [sys.executable, "-m", "qfstack", "--dir", str(stack_dir), "logs", "signal"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert again.stdout.count(marker.encode()) == 2
