@@ -49,6 +49,9 @@ from qfstack.lifecycle import status as stack_status
 from qfstack.lifecycle import up as stack_up
 from qfstack.lifecycle import upgrade as stack_upgrade
 from qfstack.oidc import HttpSettings, parse_resolve
+from qfstack.provision import Options as ProvisionOptions
+from qfstack.provision import ProvisionReport, SignInLink, provision_setup
+from qfstack.provision import sign_in_link as provision_sign_in_link
 from qfstack.readiness import CheckResult
 from qfstack.secrets import plan_secrets
 from qfstack.setup_env import init_setup_env, init_values, read_existing
@@ -173,16 +176,25 @@ def up(obj: Context, timeout: float) -> None:
     progress.done()
     for check in result.checks:
         obj.err.print(f"  [green]ok[/] {escape(check.name)}: {escape(check.detail)}")
+        for line in check.evidence:
+            obj.err.print(f"     [yellow]warn[/] {escape(line)}")
     _show_changes(obj.err, result)
+    for note in result.notes:
+        obj.err.print(f"  [yellow]note[/]: {escape(note)}")
     obj.err.print(
         f"[green]Stack {result.project} is healthy[/] after {result.seconds:.1f}s."
     )
+    if result.sign_in is not None:
+        _show_sign_in(obj.err, result.sign_in)
 
 
 def _show_changes(err: Console, result: UpResult) -> None:
     if not result.changed:
         err.print("No change: the files and every container were already up to date.")
         return
+    if result.pocketid is not None:
+        for line in result.pocketid.lines():
+            err.print(f"  PocketID: {escape(line)}")
     changed = [p.name for p in result.rendered.changed]
     if changed:
         err.print(f"  rendered: {', '.join(changed)}")
@@ -190,6 +202,15 @@ def _show_changes(err: Console, result: UpResult) -> None:
         err.print(f"  created: {', '.join(result.created)}")
     if result.recreated:
         err.print(f"  recreated: {', '.join(result.recreated)}")
+
+
+def _show_sign_in(err: Console, link: SignInLink) -> None:
+    """The one place a sign-in link is shown: once, on stderr, never logged."""
+    err.print(
+        f"Sign in to PocketID as [bold]{escape(link.user)}[/] and add a passkey "
+        "with this one-time link (valid for 1 hour, shown only now):"
+    )
+    err.print("  " + link.reveal(), markup=False, highlight=False)
 
 
 @cli.command()
@@ -517,6 +538,143 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None
     click.echo(cls(cli, {}, "qfstack", "_QFSTACK_COMPLETE").source())
+
+
+@cli.group("pocketid")
+def pocketid_group() -> None:
+    """QuFabric's OIDC client in PocketID, and sign-in links."""
+
+
+@pocketid_group.command("provision")
+@click.option(
+    "--api-token-file",
+    type=click.File("r"),
+    help="File (or - for stdin) holding a PocketID admin's API key (default: "
+    "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN, or the bundled PocketID's static key).",
+)
+@click.option(
+    "--client-id",
+    help="Id of the client to update or create (default: QUFABRIC_AUTH_CLIENT_ID; "
+    "without one, the client named QuFabric, else a new one).",
+)
+@click.option(
+    "--group",
+    help="User group allowed on the client, PocketID 2.x (default: "
+    "QFSTACK_POCKETID_GROUP, qufabric-users); created when missing.",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME",
+    help="Add this user (name or e-mail) to the group; repeatable.",
+)
+@click.option(
+    "--open-access",
+    is_flag=True,
+    help="Let every PocketID user in (2.x: no group restriction).",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def pocketid_provision(
+    obj: Context,
+    api_token_file: TextIO | None,
+    client_id: str | None,
+    group: str | None,
+    users: tuple[str, ...],
+    open_access: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Create or update QuFabric's OIDC client in PocketID, as the guide
+    describes it, and write its id into setup.env.
+
+    Running it again changes nothing. Exit 0 when the client is (or, with
+    --dry-run, would be) as QuFabric needs it.
+    """
+    if open_access and (users or group):
+        raise ConfigError(
+            "--open-access contradicts --user and --group",
+            [
+                Finding(
+                    "error",
+                    "--open-access",
+                    "lets every user in, so a group has nothing to restrict.",
+                    "drop --open-access, or drop --user and --group.",
+                )
+            ],
+        )
+    token = api_token_file.read().strip() if api_token_file else None
+    options = ProvisionOptions(
+        api_token=token or None,
+        client_id=client_id,
+        group=group,
+        users=users,
+        open_access=open_access,
+        dry_run=dry_run,
+    )
+    report = provision_setup(obj.directory, obj.settings, options)
+    show_findings(obj.err, [f for f in report.findings if f.level != "info"])
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_provision(report)
+    provisioned = report.provisioned
+    if report.backup:
+        obj.err.print(f"Kept the previous setup.env as {report.backup.name}.")
+    count = len(provisioned.changes) + len(report.setup_env)
+    if not report.changed:
+        obj.err.print(
+            f"[green]Nothing to change:[/] client {escape(provisioned.client_id)} "
+            "is as QuFabric needs it."
+        )
+    elif dry_run:
+        obj.err.print(f"Dry run: {count} change(s) planned; nothing was changed.")
+    else:
+        obj.err.print(
+            f"[green]Provisioned[/] client {escape(provisioned.client_id)}: "
+            f"{count} change(s)."
+        )
+
+
+def _print_provision(report: ProvisionReport) -> None:
+    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    provisioned = report.provisioned
+    verb = "would change" if provisioned.dry_run else "changed"
+    out.print(
+        f"PocketID {escape(provisioned.version)}, client "
+        f"{escape(provisioned.client_id or '(new)')}"
+    )
+    for change in [*provisioned.changes, *report.setup_env]:
+        out.print(f"  {verb}: {escape(change.line())}")
+    for note in provisioned.notes:
+        out.print(f"  note: {escape(note)}")
+
+
+@pocketid_group.command("sign-in-link")
+@click.argument("user", required=False)
+@pass_context
+def pocketid_sign_in_link(obj: Context, user: str | None) -> None:
+    """Print a one-time sign-in link (valid 1 hour) for a user of the bundled
+    PocketID; by default its first admin (QFSTACK_POCKETID_ADMIN)."""
+    config = obj.config()
+    if not config.bundled_pocketid:
+        raise ConfigError(
+            "sign-in links come from the bundled PocketID",
+            [
+                Finding(
+                    "error",
+                    "QFSTACK_BUNDLED_POCKETID",
+                    "is false: qfstack does not run this PocketID.",
+                    "on the PocketID host run `pocket-id one-time-access-token "
+                    "USER`, or use PocketID's admin page (Users -> the user -> "
+                    "Login Code).",
+                )
+            ],
+        )
+    link = provision_sign_in_link(config, user or config.get("QFSTACK_POCKETID_ADMIN"))
+    _show_sign_in(obj.err, link)
 
 
 @cli.command("wait")

@@ -20,24 +20,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from qfstack.config import SERVICES, VARIABLES, Config, is_secret
+from qfstack.doctor import pocketid_verdicts
 from qfstack.errors import (
     ConfigError,
     Finding,
     IdentityProviderError,
     Interrupted,
+    NotReadyError,
+    Pending,
     PreflightError,
     QfstackError,
 )
 from qfstack.files import write_atomic
 from qfstack.oidc import (
     HttpSettings,
+    ProviderReport,
     effective_settings,
     fetch_discovery,
     fetch_jwks,
     http_client,
 )
+from qfstack.pocketid import PocketIdError
 from qfstack.preflight import preflight
+from qfstack.provision import BundledSetup, SignInLink, prepare_bundled, sign_in_link
 from qfstack.readiness import (
     Check,
     CheckResult,
@@ -70,10 +78,18 @@ class UpResult:
     seconds: float
     created: list[str] = field(default_factory=list)
     recreated: list[str] = field(default_factory=list)
+    # What `up` did in the bundled PocketID: client, group, first admin.
+    pocketid: BundledSetup | None = None
+    # The first admin's one-time sign-in link, when `up` created the admin.
+    sign_in: SignInLink | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.rendered.changed or self.created or self.recreated)
+        provisioned = self.pocketid is not None and self.pocketid.changed
+        return bool(
+            self.rendered.changed or self.created or self.recreated or provisioned
+        )
 
 
 def up(
@@ -84,7 +100,13 @@ def up(
     on_progress: Progress | None = None,
 ) -> UpResult:
     """Render, start, and wait until the identity provider and every service
-    are ready; only then mark the stack healthy."""
+    are ready; only then mark the stack healthy.
+
+    A bundled PocketID is started first and, once ready, provisioned with
+    its static API key (QuFabric's client, the user group, the first admin).
+    PocketID's API key and QuFabric's client are then checked before any
+    QuFabric service starts: a fault ends `up` with NotReadyError (exit 3).
+    """
     start = time.monotonic()
     deadline = start + timeout
     stack = Stack(config)
@@ -118,6 +140,12 @@ def up(
                 first.append(ServicesCheck(stack, ["pocketid"]))
             wait_until_ready(first, _left(deadline), on_progress=on_progress)
             assert idp.discovery is not None
+            bundled = None
+            if config.bundled_pocketid:
+                stage = "provisioning the bundled PocketID"
+                bundled = _prepare_bundled(config, client)
+            stage = "checking PocketID's API key and OIDC client"
+            api_check = _pocketid_check(config, client, idp.report)
             rendered = render(config, idp.discovery)
 
             stage = "starting the services"
@@ -140,10 +168,10 @@ def up(
 
     seconds = time.monotonic() - start
     _write_state(config, {"healthy": True, "since": _now(), "seconds": seconds})
-    return UpResult(
+    result = UpResult(
         config.project,
         rendered,
-        checks,
+        [*checks[:1], *([api_check] if api_check else []), *checks[1:]],
         seconds,
         created=sorted(name for name in after if name not in before),
         recreated=sorted(
@@ -151,7 +179,59 @@ def up(
             for name, cid in after.items()
             if name in before and before[name] != cid
         ),
+        pocketid=bundled,
     )
+    if bundled is not None and bundled.admin is not None:
+        try:
+            result.sign_in = sign_in_link(config, bundled.admin.username)
+        except QfstackError as exc:
+            result.notes.append(
+                f"no sign-in link for {bundled.admin.username!r}: {exc.message}; "
+                "`qfstack pocketid sign-in-link` makes one."
+            )
+    return result
+
+
+def _prepare_bundled(config: Config, client: httpx.Client) -> BundledSetup:
+    """Provision the bundled PocketID; a refusal ends `up` (exit 3)."""
+    try:
+        return prepare_bundled(config, client)
+    except PocketIdError as exc:
+        raise NotReadyError(
+            f"the bundled PocketID could not be provisioned ({exc.check})",
+            [Pending(f"pocketid {exc.check}", exc.detail, _fix(exc.fix))],
+        ) from None
+
+
+def _pocketid_check(
+    config: Config, client: httpx.Client, report: ProviderReport | None
+) -> CheckResult | None:
+    """PocketID's API key and QuFabric's client, as `doctor` checks them
+    (two API calls); a failed check ends `up` (exit 3) naming it and its fix."""
+    verdicts, skipped = pocketid_verdicts(config, client, report, key_expiry=False)
+    for note in skipped:
+        logger.info("not checked: %s", note)
+    if not verdicts:
+        return None
+    failures = [v for v in verdicts if v.level == "fail"]
+    if failures:
+        raise NotReadyError(
+            f"{failures[0].title} failed; QuFabric's services were not started",
+            [
+                Pending(v.title, v.summary, [*v.evidence, *_fix(v.fix)])
+                for v in failures
+            ],
+        )
+    warnings = [v.line() for v in verdicts if v.level == "warn"]
+    passed = sum(v.level == "pass" for v in verdicts)
+    detail = f"API key and client {config.client_id}: {passed} check(s) passed"
+    if warnings:
+        detail += f", {len(warnings)} warning(s)"
+    return CheckResult("pocketid api", True, detail, evidence=warnings)
+
+
+def _fix(fix: str) -> list[str]:
+    return [f"Fix: {fix}"] if fix else []
 
 
 def render_stack(config: Config, settings: HttpSettings) -> Rendered:
