@@ -93,9 +93,10 @@ def check_client(
                 "fail",
                 f"PocketID has no OIDC client with the id {spec.client_id!r}.",
                 evidence=evidence or ("PocketID has no OIDC clients at all.",),
-                fix="create it in PocketID (Administration -> OIDC Clients -> Add "
-                "OIDC Client) as a public client with PKCE, or set "
-                "QUFABRIC_AUTH_CLIENT_ID to the id of the existing one.",
+                fix="run `qfstack pocketid provision` to create it (or create it "
+                "in PocketID: Administration -> OIDC Clients -> Add OIDC Client, "
+                "a public client with PKCE), or set QUFABRIC_AUTH_CLIENT_ID to "
+                "the id of the existing one.",
             )
         ]
 

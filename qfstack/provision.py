@@ -187,7 +187,7 @@ def provision(
     )
 
     if current is None:
-        subject = f"client {client_id or spec.name!r}"
+        subject = f"client {client_id}" if client_id else f"client {spec.name!r}"
         result.changes.append(Change(subject, "", "", _created(spec, restricted)))
         if not dry_run:
             body = {**({"id": client_id} if client_id else {}), **fields}

@@ -36,13 +36,40 @@ def certs(tmp_path: Path):
     return make_ca(directory, ["pocketid.qfstack.test"])
 
 
-def _seed_stack(directory: Path, idp, ca_cert: Path, extra: str = "") -> None:
+CLIENT_ID = "qufabric-client"
+
+
+def _guide_client(ports: str) -> dict[str, object]:
+    """The client the guide has the operator click together, for the local
+    stack whose ports are `ports` (its dashboard serves http://localhost:P)."""
+    http = next(
+        line.split("=", 1)[1]
+        for line in ports.splitlines()
+        if line.startswith("QFSTACK_DASHBOARD_HTTP_PORT=")
+    )
+    dashboard = f"http://localhost:{http}"
+    return {
+        "id": CLIENT_ID,
+        "name": "QuFabric",
+        "callbackURLs": [
+            "http://localhost:53000",
+            f"{dashboard}/auth",
+            f"{dashboard}/silent-auth",
+        ],
+        "logoutCallbackURLs": [f"{dashboard}/"],
+        "isPublic": True,
+        "pkceEnabled": True,
+        "isGroupRestricted": False,
+    }
+
+
+def _seed_stack(directory: Path, idp, ca_cert: Path, ports: str) -> None:
     """The seed's setup.env, filled in, plus what a local test stack needs."""
-    text = seed_setup_env(idp.host_and_port, "qufabric-client", idp.api_token)
+    text = seed_setup_env(idp.host_and_port, CLIENT_ID, idp.api_token)
     text += "\n# The self-hosting guide's part, for a stack on this host:\n"
     text += "QUFABRIC_DOMAIN=localhost\n"
     text += f"QFSTACK_CA_BUNDLE={ca_cert}\n"
-    text += local_ports_env() + extra
+    text += ports
     (directory / "setup.env").write_text(text)
     (directory / "compose.override.yml").write_text(
         join_network_override(idp.network, images=True)
@@ -52,14 +79,16 @@ def _seed_stack(directory: Path, idp, ca_cert: Path, extra: str = "") -> None:
 def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
     standin_images, stack_dir: Path, certs
 ) -> None:
+    ports = local_ports_env()
     with external_idp(
         standin_images["pocketid"],
         certs.server_cert.parent,
         certs.server_cert,
         certs.server_key,
         stack=stack_dir,
+        clients=[_guide_client(ports)],
     ) as idp:
-        _seed_stack(stack_dir, idp, certs.ca_cert)
+        _seed_stack(stack_dir, idp, certs.ca_cert, ports)
         env = {"QFSTACK_RESOLVE": idp.resolve}
 
         up = qfstack(stack_dir, "up", "--timeout", "180", env=env)
@@ -154,6 +183,7 @@ def test_slow_identity_provider_is_waited_for(
     standin_images, stack_dir: Path, certs
 ) -> None:
     delay = 8
+    ports = local_ports_env()
     with external_idp(
         standin_images["pocketid"],
         certs.server_cert.parent,
@@ -161,8 +191,9 @@ def test_slow_identity_provider_is_waited_for(
         certs.server_key,
         env={"EMU_START_DELAY": str(delay)},
         stack=stack_dir,
+        clients=[_guide_client(ports)],
     ) as idp:
-        _seed_stack(stack_dir, idp, certs.ca_cert)
+        _seed_stack(stack_dir, idp, certs.ca_cert, ports)
         started = time.monotonic()
         up = qfstack(
             stack_dir, "up", "--timeout", "180", env={"QFSTACK_RESOLVE": idp.resolve}
@@ -185,6 +216,7 @@ def test_slow_identity_provider_is_waited_for(
 def test_bad_identity_provider_fails_with_exit_3_naming_the_check(
     standin_images, stack_dir: Path, certs, knobs: dict[str, str], check: str
 ) -> None:
+    ports = local_ports_env()
     with external_idp(
         standin_images["pocketid"],
         certs.server_cert.parent,
@@ -192,8 +224,9 @@ def test_bad_identity_provider_fails_with_exit_3_naming_the_check(
         certs.server_key,
         env=knobs,
         stack=stack_dir,
+        clients=[_guide_client(ports)],
     ) as idp:
-        _seed_stack(stack_dir, idp, certs.ca_cert)
+        _seed_stack(stack_dir, idp, certs.ca_cert, ports)
         up = qfstack(
             stack_dir, "up", "--timeout", "15", env={"QFSTACK_RESOLVE": idp.resolve}
         )
@@ -202,6 +235,54 @@ def test_bad_identity_provider_fails_with_exit_3_naming_the_check(
         assert "Traceback" not in up.stderr
         # Nothing of QuFabric was started against a broken provider.
         assert project_containers(project_name(stack_dir)) == []
+
+
+def test_a_missing_client_stops_up_with_exit_3_until_provision_makes_it(
+    standin_images, stack_dir: Path, certs
+) -> None:
+    """No client in PocketID: `up` names the check and the fix and starts no
+    QuFabric service; `qfstack pocketid provision` makes it; then `up` passes."""
+    ports = local_ports_env()
+    with external_idp(
+        standin_images["pocketid"],
+        certs.server_cert.parent,
+        certs.server_cert,
+        certs.server_key,
+        stack=stack_dir,
+    ) as idp:
+        _seed_stack(stack_dir, idp, certs.ca_cert, ports)
+        env = {"QFSTACK_RESOLVE": idp.resolve}
+
+        refused = qfstack(stack_dir, "up", "--timeout", "60", env=env)
+        assert refused.returncode == 3, refused.stderr
+        assert "oidc client: exists" in refused.stderr
+        assert "Fix: run `qfstack pocketid provision`" in refused.stderr
+        assert project_containers(project_name(stack_dir)) == []
+
+        plan = qfstack(
+            stack_dir, "pocketid", "provision", "--dry-run", "--user", "admin",
+            env=env,
+        )  # fmt: skip
+        assert plan.returncode == 0, plan.stderr
+        assert "would change: client qufabric-client: created" in plan.stdout
+        assert "nothing was changed" in plan.stderr
+
+        done = qfstack(
+            stack_dir, "pocketid", "provision", "--user", "admin", "--json", env=env
+        )
+        assert done.returncode == 0, done.stderr
+        report = done.json()
+        assert isinstance(report, dict)
+        assert report["client_id"] == CLIENT_ID and report["changed"] is True
+        # setup.env names the client (and its audience) already.
+        assert report["setup_env"] == [] and report["backup"] is None
+        assert report["pocketid_version"] == "2.x"
+
+        up = qfstack(stack_dir, "up", "--timeout", "180", env=env)
+        assert up.returncode == 0, up.stderr + idp.logs()
+        assert "ok pocketid api" in up.stderr
+        for result in (refused, plan, done, up):
+            assert idp.api_token not in result.stdout + result.stderr
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,11 +207,13 @@ def external_idp(
     key: Path,
     env: Mapping[str, str] | None = None,
     stack: Path | None = None,
+    clients: Sequence[Mapping[str, object]] = (),
 ) -> Iterator[ExternalIdp]:
     """Run the emulator behind TLS as `pocketid.qfstack.test` on a new network.
 
     The port inside equals the port published on 127.0.0.1, so the same URL
     works from the host (with --resolve) and from containers on the network.
+    `clients` are OIDC clients to seed (the emulator's EMU_SEED format).
     """
     suffix = uuid.uuid4().hex[:8]
     network, container = f"qfs-idp-{suffix}", f"qfs-idp-{suffix}"
@@ -231,7 +233,8 @@ def external_idp(
                     }
                 ],
             }
-        ]
+        ],
+        "clients": [dict(client) for client in clients],
     }
     settings = {
         "PORT": str(port),
