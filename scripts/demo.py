@@ -1,9 +1,11 @@
 """`make demo`: a bundled QuFabric + PocketID stack on local stand-in images.
 
 Writes demo/setup.env once (later runs keep it and every secret), brings the
-stack up with `qfstack up` and shows `qfstack status`. The images are local
-stand-ins built from tests/images/, because the published images cannot be
-pulled everywhere; an operator's real stack uses the published ones.
+stack up with `qfstack up` (which provisions PocketID's client, creates its
+first admin and prints a one-time sign-in link) and shows `qfstack status`.
+The images are local stand-ins built from tests/images/, because the
+published images cannot be pulled everywhere; an operator's real stack uses
+the published ones.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def main() -> int:
         return code
     subprocess.call([*qfstack, "status"], env=env)
     print(
-        "demo: the stack runs on local stand-in images; stop it with `make demo-down`.",
+        "demo: the stack runs on local stand-in images; stop it with `make demo-down`."
+        "\ndemo: PocketID's admin signs in with the link the first `up` printed; "
+        "for a new one: qfstack --dir demo pocketid sign-in-link",
         file=sys.stderr,
     )
     return 0
