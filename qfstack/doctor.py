@@ -276,12 +276,12 @@ def pocketid_verdicts(
     client: httpx.Client,
     provider: ProviderReport | None,
     *,
-    key_expiry: bool = True,
+    thorough: bool = True,
 ) -> tuple[list[Verdict], list[str]]:
     """The API key and QuFabric's OIDC client, through PocketID's REST API.
 
-    Three calls (who am I, the client, the key's expiry); `up` leaves the
-    expiry out (`key_expiry=False`) to stay at two.
+    Two calls (who am I, the client), and with `thorough` two more: the
+    key's expiry and PocketID's version; `up` asks only the first two.
     """
     if config.idp_manager != "pocketid" and not config.bundled_pocketid:
         return [], [
@@ -331,7 +331,7 @@ def pocketid_verdicts(
             f"valid; it belongs to the admin {user.username!r}.",
         )
     ]
-    if key_expiry:
+    if thorough:
         verdicts.append(expiry_verdict(api, source))
 
     spec = client_spec(config)
@@ -339,10 +339,24 @@ def pocketid_verdicts(
         found = api.get_client(spec.client_id)
         others = api.list_clients() if found is None else []
     except PocketIdError as exc:
-        verdicts.append(_from_error("oidc client", "exists", exc))
-        return verdicts, []
-    verdicts += check_client(spec, found, others=others)
-    return verdicts, []
+        client_verdicts = [_from_error("oidc client", "exists", exc)]
+    else:
+        client_verdicts = check_client(spec, found, others=others)
+    if thorough:
+        # Last, so that the answers so far have shown what they can.
+        verdicts.append(version_verdict(api))
+    return verdicts + client_verdicts, []
+
+
+def version_verdict(api: PocketIdClient) -> Verdict:
+    """PocketID's version, as far as it tells; a fail for one qfstack does
+    not know (0.x, 3.x)."""
+    try:
+        text = api.detect_version()
+    except PocketIdError as exc:
+        return _from_error("pocketid api", "version", exc)
+    how = "" if api.version else " (from its answers; it does not announce one)"
+    return Verdict("pocketid api", "version", "pass", f"PocketID {text}{how}.")
 
 
 def api_key(config: Config) -> tuple[ApiKey, str]:
@@ -440,5 +454,6 @@ __all__ = [
     "diagnose",
     "expiry_verdict",
     "pocketid_verdicts",
+    "version_verdict",
     "wait",
 ]

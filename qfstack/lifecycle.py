@@ -208,7 +208,7 @@ def _pocketid_check(
 ) -> CheckResult | None:
     """PocketID's API key and QuFabric's client, as `doctor` checks them
     (two API calls); a failed check ends `up` (exit 3) naming it and its fix."""
-    verdicts, skipped = pocketid_verdicts(config, client, report, key_expiry=False)
+    verdicts, skipped = pocketid_verdicts(config, client, report, thorough=False)
     for note in skipped:
         logger.info("not checked: %s", note)
     if not verdicts:

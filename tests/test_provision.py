@@ -17,7 +17,7 @@ import pytest
 from qfstack.checks import Verdict
 from qfstack.clientspec import check_client, client_spec
 from qfstack.config import load_config
-from qfstack.doctor import expiry_verdict, pocketid_verdicts
+from qfstack.doctor import expiry_verdict, pocketid_verdicts, version_verdict
 from qfstack.oidc import HttpSettings, http_client
 from qfstack.pocketid import OidcClient, PocketIdClient, PocketIdError
 from qfstack.provision import (
@@ -479,6 +479,25 @@ def test_unsupported_versions_are_refused_clearly(
             provision(api, client_spec(config), client_id="q", access=Access())
     assert "1.x and 2.x" in caught.value.detail
     assert caught.value.permanent
+
+
+def test_doctor_names_the_version_and_fails_an_unsupported_one() -> None:
+    with httpx.Client(transport=httpx.MockTransport(FakePocketId("3.1.0"))) as h:
+        verdict = version_verdict(PocketIdClient(h, "https://p.test", ADMIN_TOKEN))
+    assert (verdict.level, verdict.permanent) == ("fail", True)
+    assert "PocketID 3.1.0 is not supported" in verdict.summary
+
+
+def test_doctor_names_a_version_learnt_from_answers(
+    tmp_path: Path, wrong: Emulator, ca: CAFiles, http: httpx.Client, version: str
+) -> None:
+    config = load_config(stack(tmp_path, wrong, ca), {})
+    verdicts, _ = pocketid_verdicts(config, http, None)
+    (found,) = [v for v in verdicts if v.title == "pocketid api: version"]
+    major = "2" if is_v2(version) else "1"
+    assert found.summary == (
+        f"PocketID {major}.x (from its answers; it does not announce one)."
+    )
 
 
 def test_a_newer_2x_tells_its_version() -> None:

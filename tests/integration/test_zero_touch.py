@@ -76,7 +76,9 @@ def test_the_bundled_stack_comes_up_from_an_empty_directory_with_no_clicks(
     pocketid = [
         c for c in report["checks"] if c["group"] in ("pocketid api", "oidc client")
     ]
-    assert len(pocketid) == 8 and {c["level"] for c in pocketid} == {"pass"}
+    assert len(pocketid) == 9 and {c["level"] for c in pocketid} == {"pass"}
+    (version,) = [c for c in pocketid if c["name"] == "version"]
+    assert version["summary"].startswith("PocketID 2.x")
 
     # The link signs the admin in (PocketID redeems it once).
     with httpx.Client() as client:
