@@ -188,11 +188,13 @@ def provision(
 
     if current is None:
         subject = f"client {client_id}" if client_id else f"client {spec.name!r}"
-        result.changes.append(Change(subject, "", "", _created(spec, restricted)))
         if not dry_run:
             body = {**({"id": client_id} if client_id else {}), **fields}
             result.client = api.create_client(body)
             result.client_id = result.client.id
+            # The answer tells the version: 1.x has no restriction to report.
+            restricted = _restriction(api, None, access)
+        result.changes.append(Change(subject, "", "", _created(spec, restricted)))
     else:
         result.changes += _differences(current, spec, restricted)
         result.client = current
@@ -205,17 +207,16 @@ def provision(
     if api.major == 1:
         result.notes.append(
             "PocketID 1.x has no group restriction: every user may log in "
-            "unless the client lists allowed groups; qfstack leaves them as "
-            "they are."
+            "unless the client lists allowed groups; qfstack leaves them (and "
+            "the users' groups) as they are."
         )
-    elif restricted is None:
-        pass  # an existing client keeps the access it has
     elif restricted:
         _ensure_group(api, result, access, users, dry_run=dry_run)
-    else:
+    elif restricted is False:
         result.notes.append(
             "access is open: every PocketID user may log in to QuFabric."
         )
+    # restricted None: an existing client keeps the access it has.
     return result
 
 
@@ -377,17 +378,20 @@ def _ensure_group(
     if group is None or group.id not in {g.id for g in allowed}:
         before = ", ".join(g.name for g in allowed) or "(none)"
         after = ", ".join([*(g.name for g in allowed), name])
+        subject_client = (
+            f"client {result.client_id}" if result.client_id else "the new client"
+        )
         result.changes.append(
-            Change(f"client {result.client_id or '(new)'}", "allowedUserGroups",
-                   before, after)
-        )  # fmt: skip
+            Change(subject_client, "allowedUserGroups", before, after)
+        )
         if client is not None and group is not None:
             ids = [g.id for g in allowed] + [group.id]
             result.client = api.set_allowed_groups(client.id, ids)
 
+    members: tuple[str, ...] = ()
     if group is not None:
         group = result.group = api.get_group(group.id)
-    members = group.member_ids or () if group is not None else ()
+        members = group.member_ids or ()
     new = [u for u in users if u.id not in members]
     if new:
         result.changes.append(
