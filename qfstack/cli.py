@@ -35,9 +35,12 @@ from qfstack.errors import (
     Finding,
     QfstackError,
 )
+from qfstack.files import directory_lock
 from qfstack.lifecycle import (
     UpResult,
     compose_config,
+    guard_new_keys,
+    known_services,
     read_backup,
     render_stack,
 )
@@ -91,6 +94,23 @@ class _Group(click.Group):
             verbose = isinstance(ctx.obj, Context) and ctx.obj.verbose > 0
             _report(exc, verbose)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            # A bug of qfstack's: one line, and the traceback only with -v.
+            verbose = isinstance(ctx.obj, Context) and ctx.obj.verbose > 0
+            wrapped = QfstackError(
+                f"unexpected {type(exc).__name__}: {exc}",
+                details=[
+                    "This is a bug in qfstack; run again with -v for the "
+                    "traceback and report it."
+                ],
+            )
+            wrapped.__cause__ = exc
+            _report(wrapped, verbose)
+            ctx.exit(EXIT_FAILED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,6 +172,24 @@ def cli(
         ca_bundle=ca_bundle, insecure=insecure, resolve=parse_resolve(items)
     )
     ctx.obj = Context(directory, verbose, settings, err)
+    if ctx.invoked_subcommand in CHANGING_COMMANDS and not ctx.resilient_parsing:
+        ctx.with_resource(directory_lock(directory))
+
+
+# Commands that change files or containers take the stack directory's lock.
+CHANGING_COMMANDS = frozenset(
+    {
+        "init",
+        "render",
+        "up",
+        "down",
+        "restart",
+        "upgrade",
+        "backup",
+        "restore",
+        "pocketid",
+    }
+)
 
 
 @cli.command()
@@ -189,6 +227,11 @@ def up(obj: Context, timeout: float) -> None:
 
 
 def _show_changes(err: Console, result: UpResult) -> None:
+    if result.generated:
+        err.print(
+            f"  generated {', '.join(result.generated)}, kept in secrets.env "
+            "from now on (back it up)"
+        )
     if not result.changed:
         err.print("No change: the files and every container were already up to date.")
         return
@@ -364,7 +407,9 @@ def init(
         assignments=assignments,
         prompt=_prompt if interactive else None,
     )
-    result = init_setup_env(obj.directory, existing, requested, os.environ)
+    result = init_setup_env(
+        obj.directory, existing, requested, os.environ, guard=guard_new_keys
+    )
     show_findings(obj.err, [f for f in result.findings if f.level != "info"])
     if result.backup:
         obj.err.print(f"Kept the previous file as {result.backup.name}.")
@@ -405,10 +450,14 @@ def logs(
 ) -> None:
     """Stream the services' logs, byte for byte."""
     config = obj.config()
+    stack = Stack(config)
+    known_services(stack, services)
+    if tail is not None and not (tail == "all" or tail.isdigit()):
+        raise click.BadParameter(
+            "give a number of lines or 'all'.", param_hint="--tail"
+        )
     out = sys.stdout.buffer
-    for chunk in Stack(config).stream_logs(
-        services, follow=follow, tail=tail, since=since
-    ):
+    for chunk in stack.stream_logs(services, follow=follow, tail=tail, since=since):
         out.write(chunk)
         out.flush()
 

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -251,25 +252,55 @@ def setup_env_path(directory: Path) -> Path:
 def read_setup_env(directory: Path) -> dict[str, str]:
     """The raw values of DIR/setup.env (without interpolation)."""
     path = setup_env_path(directory)
-    if not path.is_file():
-        raise ConfigError(
-            f"no {SETUP_ENV} in {directory}",
-            [
-                Finding(
-                    "error",
-                    SETUP_ENV,
-                    f"{path} does not exist.",
-                    "run `qfstack init` or pass --dir to the stack directory.",
-                )
-            ],
-        )
+    text = read_text(path)
     # parse_stream is what dotenv_values uses, minus its log line per bad
     # line: file_findings reports those, naming the variable.
     return {
         binding.key: (binding.value or "").strip()
-        for binding in parse_stream(io.StringIO(path.read_text()))
+        for binding in parse_stream(io.StringIO(text))
         if binding.key is not None and not binding.error
     }
+
+
+def read_text(path: Path) -> str:
+    """setup.env's text, or a ConfigError saying why it cannot be read."""
+
+    def fail(message: str, fix: str) -> ConfigError:
+        return ConfigError(
+            f"cannot read {path}", [Finding("error", SETUP_ENV, message, fix)]
+        )
+
+    if path.is_dir():
+        raise fail(f"{path} is a directory.", "remove it and run `qfstack init`.")
+    if path.is_symlink() and not path.exists():
+        raise fail(
+            f"{path} is a link to a missing file.",
+            "point the link at the file, or run `qfstack init`.",
+        )
+    if not path.exists():
+        raise fail(
+            f"{path} does not exist.",
+            "run `qfstack init` or pass --dir to the stack directory.",
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise fail(
+            f"{path} cannot be read ({exc.strerror}).",
+            "run qfstack as the file's owner, or fix its permissions.",
+        ) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise fail(
+            f"{path} is UTF-16 text.",
+            "save it as UTF-8 (in Notepad: Save As, Encoding UTF-8).",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise fail(
+            f"{path} is not UTF-8 text (line {line}).", "save it as UTF-8."
+        ) from None
 
 
 def file_findings(directory: Path) -> list[Finding]:
@@ -281,9 +312,9 @@ def file_findings(directory: Path) -> list[Finding]:
     path = setup_env_path(directory)
     findings: list[Finding] = []
     try:
-        text = path.read_text()
+        text = read_text(path)
         mode = path.stat().st_mode
-    except OSError:
+    except (OSError, ConfigError):
         return findings
     seen: dict[str, int] = {}
     for binding in parse_stream(io.StringIO(text)):
@@ -319,7 +350,7 @@ def file_findings(directory: Path) -> list[Finding]:
                 SETUP_ENV,
                 f"is readable by other users (mode {stat.S_IMODE(mode):04o}) "
                 "and holds secrets such as the PocketID API key.",
-                f"chmod 600 {path}",
+                f"chmod 600 {shlex.quote(str(path))}",
             )
         )
     return findings

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from qfstack.errors import ConfigError, Finding
+from qfstack.errors import ConfigError, Finding, QfstackError
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> bool:
@@ -69,3 +70,27 @@ def format_env(values: Mapping[str, str], header: str = "") -> str:
             )
         lines.append(f"{name}='{value}'")
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Lock the stack directory: one changing qfstack command at a time.
+
+    The lock is taken on the directory itself, so it leaves no file behind
+    and dies with the process that held it.
+    """
+    if not directory.is_dir():
+        yield  # nothing there to protect; the command says what is missing
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QfstackError(
+                f"another qfstack command is changing {directory.resolve()}",
+                details=["Wait for it to finish, then run this again."],
+            ) from None
+        yield
+    finally:
+        os.close(fd)

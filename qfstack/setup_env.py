@@ -22,9 +22,11 @@ from qfstack.config import (
     SETUP_ENV,
     VARIABLES,
     WELL_KNOWN,
+    Config,
     build_config,
     file_findings,
     read_setup_env,
+    read_text,
 )
 from qfstack.errors import ConfigError, Finding
 from qfstack.files import write_atomic
@@ -93,10 +95,13 @@ def init_setup_env(
     existing: Mapping[str, str],
     requested: Mapping[str, str],
     environ: Mapping[str, str],
+    guard: Callable[[Config, list[str]], None] | None = None,
 ) -> InitResult:
     """Write DIR/setup.env with `requested` applied and secrets kept or made once.
 
-    Raises ConfigError, writing nothing, when the result would not validate.
+    Raises ConfigError, writing nothing, when the result would not validate;
+    `guard` sees the configuration and the secrets about to be generated, and
+    may refuse them the same way.
     """
     path = directory / SETUP_ENV
     changes = {k: v for k, v in requested.items() if existing.get(k) != v}
@@ -104,12 +109,14 @@ def init_setup_env(
     notes = [f for f in file_findings(directory) if f.level == "error"]
     config = build_config(directory.resolve(), values, environ, notes=notes)
     secrets = plan_secrets(config)  # raises when the datastore key would change
+    if guard is not None:
+        guard(config, secrets.generated)
 
     backup = None
     if changes or not path.exists():
         if path.exists():
             backup = _backup(path)
-        text = path.read_text() if path.exists() else _HEADER
+        text = read_text(path) if path.exists() else _HEADER
         write_atomic(path, update_text(text, changes), mode=0o600)
         logger.info("wrote %s (%d change(s))", path, len(changes))
     secrets.save()
@@ -138,7 +145,7 @@ def update_setup_env(directory: Path, changes: Mapping[str, str]) -> Update:
     changes = {k: v for k, v in changes.items() if existing.get(k) != v}
     if not changes:
         return Update(path, [], None)
-    text = update_text(path.read_text(), changes)  # raises on a line break
+    text = update_text(read_text(path), changes)  # raises on a line break
     backup = _backup(path)
     write_atomic(path, text, mode=0o600)
     logger.info("wrote %s (%d change(s))", path, len(changes))
@@ -153,7 +160,7 @@ def _backup(path: Path) -> Path:
     while backup.exists():
         count += 1
         backup = path.with_name(f"{path.name}.{stamp}-{count}.bak")
-    write_atomic(backup, path.read_text(), mode=0o600)
+    write_atomic(backup, read_text(path), mode=0o600)
     return backup
 
 

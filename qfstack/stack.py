@@ -63,6 +63,7 @@ class ServiceState:
     name: str = ""
     running_for: str = ""
     published: tuple[tuple[int, str], ...] = ()
+    working_dir: str = ""
 
     @property
     def ready(self) -> bool:
@@ -394,6 +395,7 @@ def _service_state(item: dict[str, Any]) -> ServiceState:
         status=str(item.get("Status", "")),
         ports=compress_ports(ports),
         container_id=str(item.get("ID", "")),
+        working_dir=_label(item, "com.docker.compose.project.working_dir"),
         name=str(item.get("Name", "")),
         running_for=str(item.get("RunningFor", "")),
         published=tuple(
@@ -406,6 +408,18 @@ def _service_state(item: dict[str, Any]) -> ServiceState:
             )
         ),
     )
+
+
+def _label(item: dict[str, Any], name: str) -> str:
+    """One label of a `ps` entry, whose labels come as "k=v,k=v"."""
+    labels = item.get("Labels") or ""
+    if isinstance(labels, dict):
+        return str(labels.get(name, ""))
+    for pair in str(labels).split(","):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return ""
 
 
 def compress_ports(ports: Sequence[str]) -> tuple[str, ...]:

@@ -257,3 +257,93 @@ def test_logs_stream_container_output_verbatim_and_restart_waits(
         timeout=60,
     )
     assert again.stdout.count(marker.encode()) == 2
+
+
+def test_a_project_started_from_another_directory_is_refused(
+    standin_images, stack_dir: Path, tmp_path: Path
+) -> None:
+    _bundled(stack_dir, f"QFSTACK_PROJECT={stack_dir.name}\n")
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    _bundled(other, f"QFSTACK_PROJECT={stack_dir.name}\n")
+    before = sorted(project_containers(project_name(stack_dir)))
+
+    for args in (
+        ["up", "--timeout", "60"],
+        ["down", "--volumes", "--yes"],
+        ["status", "--json"],
+    ):
+        result = qfstack(other, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "QFSTACK_PROJECT" in result.stderr
+        assert str(stack_dir) in result.stderr
+    assert sorted(project_containers(project_name(stack_dir))) == before
+    assert project_volumes(project_name(stack_dir))
+
+
+def test_init_does_not_generate_a_key_over_existing_data(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    assert qfstack(stack_dir, "down").returncode == 0
+    (stack_dir / "secrets.env").unlink()
+    setup_before = (stack_dir / "setup.env").read_text()
+
+    result = qfstack(stack_dir, "init", "--non-interactive")
+    assert result.returncode == 2, result.stderr
+    assert "QFSTACK_POCKETID_ENCRYPTION_KEY" in result.stderr
+    assert not (stack_dir / "secrets.env").exists()
+    assert (stack_dir / "setup.env").read_text() == setup_before
+
+
+def test_a_broken_override_is_invalid_configuration(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    (stack_dir / "compose.override.yml").write_text("services:\n  signal: [unclosed\n")
+    result = qfstack(stack_dir, "up", "--timeout", "60")
+    assert result.returncode == 2, result.stderr
+    assert "compose.override.yml" in result.stderr
+    assert project_containers(project_name(stack_dir)) == []
+
+
+def test_unknown_services_are_usage_errors_naming_the_valid_ones(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    never = qfstack(stack_dir, "logs", "signal")
+    assert never.returncode == 1 and "qfstack up" in never.stderr
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    for args in (["logs", "nosuch"], ["restart", "bogus"]):
+        result = qfstack(stack_dir, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "management" in result.stderr and "signal" in result.stderr
+
+
+def test_two_changing_commands_do_not_run_at_once(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qfstack",
+            "--dir",
+            str(stack_dir),
+            "up",
+            "--timeout",
+            "180",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(1.5)
+    second = qfstack(stack_dir, "up", "--timeout", "60")
+    _, stderr = first.communicate(timeout=200)
+    assert first.returncode == 0, stderr
+    assert second.returncode == 1
+    assert "another qfstack command is changing" in second.stderr

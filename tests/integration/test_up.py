@@ -139,6 +139,11 @@ def test_seed_scenario_over_tls_comes_up_healthy_and_goes_down(
         ):
             assert stat.S_IMODE((artifacts / name).stat().st_mode) == 0o600, name
 
+        # Images replaced in compose.override.yml serve the backup too.
+        backup = qfstack(stack_dir, "backup", env=env)
+        assert backup.returncode == 0, backup.stderr
+        assert Path(backup.stdout.strip()).is_file()
+
         down = qfstack(stack_dir, "down", env=env)
         assert down.returncode == 0, down.stderr
         project = project_name(stack_dir)
