@@ -581,7 +581,7 @@ def restore(obj: Context, archive: Path, timeout: float, yes: bool) -> None:
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
-    """Print the shell completion script (e.g. `eval "$(qfstack completion bash)"`)."""
+    """Print a shell completion script; eval its output in your shell's profile."""
     from click.shell_completion import get_completion_class
 
     cls = get_completion_class(shell)

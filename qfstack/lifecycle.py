@@ -38,12 +38,14 @@ from qfstack.errors import (
 )
 from qfstack.files import write_atomic
 from qfstack.oidc import (
+    Expectations,
     HttpSettings,
     ProviderReport,
     effective_settings,
     fetch_discovery,
     fetch_jwks,
     http_client,
+    inspect_provider,
 )
 from qfstack.pocketid import PocketIdError
 from qfstack.preflight import preflight
@@ -258,6 +260,8 @@ def render_stack(config: Config, settings: HttpSettings) -> Rendered:
                 client, config.configuration_endpoint, config.authority
             )
             fetch_jwks(client, discovery.jwks_uri)
+            # The same verdicts `wait` and `up` act on: render agrees with them.
+            report = inspect_provider(client, Expectations.from_config(config))
         except IdentityProviderError as exc:
             if config.bundled_pocketid:
                 exc.details.append(
@@ -265,7 +269,12 @@ def render_stack(config: Config, settings: HttpSettings) -> Rendered:
                     "`qfstack up` renders and starts it."
                 )
             raise
-    files = render_artifacts(config, discovery)
+    files = render_artifacts(config, discovery)  # names a missing field first
+    if report.failures:
+        first = report.failures[0]
+        raise IdentityProviderError(
+            f"{first.group} ({first.name})", first.summary, fix=first.fix
+        )
     secrets.save()
     return write_artifacts(config, files)
 

@@ -91,7 +91,8 @@ def parse_resolve(items: list[str]) -> dict[str, str]:
     for item in items:
         host, sep, rest = item.partition(":")
         port, sep2, address = rest.partition(":")
-        if not (sep and sep2 and host and port.isdigit() and address):
+        valid_port = port.isdigit() and 0 < int(port) < 65536
+        if not (sep and sep2 and host and valid_port and address):
             raise ConfigError(
                 "invalid --resolve",
                 [

@@ -9,6 +9,7 @@ management wrote into artifacts/management.json).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -181,6 +182,13 @@ GUIDE_DEFAULTS = {
 Prompt = Callable[[str, str, bool], str]
 
 
+def _suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name, list(VARIABLES), n=1, cutoff=0.75)
+    if close:
+        return f"did you mean {close[0]}?"
+    return "the README lists qfstack's own settings; the QuFabric guide the rest."
+
+
 def read_existing(directory: Path) -> dict[str, str]:
     """The current setup.env values, or nothing when there is no file yet."""
     if not (directory / SETUP_ENV).is_file():
@@ -226,7 +234,7 @@ def init_values(
                         "error",
                         name,
                         "is not a variable qfstack knows.",
-                        "see `qfstack validate` for the known variables.",
+                        _suggestion(name),
                     )
                 ],
             )

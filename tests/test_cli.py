@@ -106,3 +106,15 @@ def test_port_runs_are_compressed_for_the_status_table() -> None:
         "127.0.0.1:3478->3478/udp",
         "127.0.0.1:49152-49155->49152-49155/udp",
     )
+
+
+def test_render_refuses_what_wait_refuses(tmp_path: Path) -> None:
+    from tests.support.oidc_server import oidc_server
+
+    with oidc_server() as server:
+        server.serve(server.document(code_challenge_methods_supported=["plain"]))
+        (tmp_path / "setup.env").write_text(server.setup_env("client-1", "token-12345"))
+        result = CliRunner().invoke(cli, ["--dir", str(tmp_path), "render"])
+    assert result.exit_code == 1, result.output
+    assert "S256" in result.output
+    assert not (tmp_path / "artifacts").exists()
