@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 import click
 from rich.console import Console
@@ -61,6 +61,8 @@ from qfstack.setup_env import init_setup_env, init_values, read_existing
 from qfstack.stack import Stack
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _console() -> Console:
@@ -111,6 +113,17 @@ class _Group(click.Group):
             wrapped.__cause__ = exc
             _report(wrapped, verbose)
             ctx.exit(EXIT_FAILED)
+
+
+def timeout_option(text: str) -> Callable[[F], F]:
+    """The --timeout option every waiting command shares."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=300.0,
+        show_default=True,
+        help=text,
+    )
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,13 +206,7 @@ CHANGING_COMMANDS = frozenset(
 
 
 @cli.command()
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for readiness.",
-)
+@timeout_option("Seconds to wait for readiness.")
 @pass_context
 def up(obj: Context, timeout: float) -> None:
     """Render the configuration, start the stack and wait until it is healthy."""
@@ -464,13 +471,7 @@ def logs(
 
 @cli.command()
 @click.argument("services", nargs=-1)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for health afterwards.",
-)
+@timeout_option("Seconds to wait for health afterwards.")
 @pass_context
 def restart(obj: Context, services: tuple[str, ...], timeout: float) -> None:
     """Restart services (all by default) and wait until the stack is healthy."""
@@ -491,13 +492,7 @@ def restart(obj: Context, services: tuple[str, ...], timeout: float) -> None:
 
 
 @cli.command()
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for health afterwards.",
-)
+@timeout_option("Seconds to wait for health afterwards.")
 @pass_context
 def upgrade(obj: Context, timeout: float) -> None:
     """Back up, pull the configured tags, recreate and wait until healthy."""
@@ -538,13 +533,7 @@ def backup(obj: Context, output: Path | None) -> None:
 
 @cli.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for health afterwards.",
-)
+@timeout_option("Seconds to wait for health afterwards.")
 @click.option("--yes", is_flag=True, help="Do not ask before replacing data.")
 @pass_context
 def restore(obj: Context, archive: Path, timeout: float, yes: bool) -> None:
