@@ -139,13 +139,10 @@ def image_id(tag: str) -> str | None:
     return found[0] if found else None
 
 
-def _image_with_hash(digest: str) -> str | None:
-    argv = [
-        "docker", "image", "ls", "--quiet", "--no-trunc",
-        "--filter", f"label={HASH_LABEL}={digest}",
-    ]  # fmt: skip
-    found = _run(argv).split()
-    return found[0] if found else None
+def _hash_of(image: str) -> str:
+    """The source hash an image was built from ('' when it has none)."""
+    template = f'{{{{ index .Config.Labels "{HASH_LABEL}" }}}}'
+    return _run(["docker", "image", "inspect", "--format", template, image]).strip()
 
 
 def _context_files(context: Path) -> Iterator[Path]:
@@ -318,15 +315,14 @@ def ensure_images(force: bool = False) -> dict[str, str]:
         for image in SERVICE_IMAGES:
             digest = source_hash(image, base_id)
             previous = image_id(image.tag)
-            cached = None if force else _image_with_hash(digest)
-            if cached is None:
+            # Only the tagged image itself counts: an image built FROM a
+            # stand-in inherits its hash label and must never be adopted.
+            current = previous is not None and _hash_of(previous) == digest
+            if force or not current:
                 started = time.monotonic()
                 build_service(image, digest)
                 elapsed = time.monotonic() - started
                 logger.info("built %s (%s) in %.1f s", image.tag, digest, elapsed)
-            elif cached != previous:
-                _run(["docker", "tag", cached, image.tag])
-                logger.info("retagged %s (%s)", image.tag, digest)
             else:
                 logger.info("reusing %s (%s)", image.tag, digest)
             tags[image.name] = image.tag
