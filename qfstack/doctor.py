@@ -24,15 +24,7 @@ from qfstack.checks import Level, Verdict, worst
 from qfstack.clientspec import check_client, client_spec
 from qfstack.config import Config
 from qfstack.errors import EXIT_FAILED, EXIT_OK, ComposeError, Finding
-from qfstack.oidc import (
-    Expectations,
-    HttpSettings,
-    ProviderReport,
-    effective_settings,
-    http_client,
-    inspect_provider,
-    origin,
-)
+from qfstack.oidc import HttpSettings, effective_settings, http_client, origin
 from qfstack.pocketid import ApiKey, PocketIdClient, PocketIdError
 from qfstack.preflight import (
     disk_findings,
@@ -40,6 +32,7 @@ from qfstack.preflight import (
     port_findings,
     published_ports,
 )
+from qfstack.provider import Expectations, ProviderReport, inspect_provider
 from qfstack.readiness import (
     Check,
     CheckResult,

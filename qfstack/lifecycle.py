@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dotenv import dotenv_values
 
-from qfstack.config import SERVICES, VARIABLES, Config, is_secret
+from qfstack.config import SERVICES, VARIABLES, Config, build_config, is_secret
 from qfstack.doctor import pocketid_verdicts
 from qfstack.errors import (
     ComposeError,
@@ -37,18 +38,16 @@ from qfstack.errors import (
     QfstackError,
 )
 from qfstack.files import write_atomic
-from qfstack.oidc import (
-    Expectations,
-    HttpSettings,
-    ProviderReport,
-    effective_settings,
-    fetch_discovery,
-    fetch_jwks,
-    http_client,
-    inspect_provider,
-)
+from qfstack.oidc import HttpSettings, effective_settings, http_client
 from qfstack.pocketid import PocketIdError
 from qfstack.preflight import preflight
+from qfstack.provider import (
+    Expectations,
+    ProviderReport,
+    fetch_discovery,
+    fetch_jwks,
+    inspect_provider,
+)
 from qfstack.provision import BundledSetup, SignInLink, prepare_bundled, sign_in_link
 from qfstack.readiness import (
     Check,
@@ -666,13 +665,11 @@ def restore(
     Files the archive replaces are first copied to `<name>.before-restore`.
     """
     manifest = read_backup(archive)
-    try:
-        current = load(directory)
-    except ConfigError:
-        current = None  # a broken setup.env is what restore is for
-    if current is not None:
-        # Refuse before replacing anything when another directory owns it.
-        owned_containers(Stack(current))
+    # Refuse before replacing anything when another directory owns the
+    # project, whether it is named by the current setup.env or the archive's.
+    for config in (_loaded(load, directory), _archived_config(archive, directory)):
+        if config is not None:
+            owned_containers(Stack(config))
     with tarfile.open(archive, "r:gz") as tar:
         for name in manifest.get("files", []):
             if not _safe_member(name):
@@ -703,6 +700,28 @@ def restore(
                 dump.flush()
                 stack.import_volume(volume, image, Path(dump.name))
     return config
+
+
+def _loaded(load: Callable[[Path], Config], directory: Path) -> Config | None:
+    try:
+        return load(directory)
+    except ConfigError:
+        return None  # a broken setup.env is what restore is for
+
+
+def _archived_config(archive: Path, directory: Path) -> Config | None:
+    """The configuration the archive's setup.env gives `directory`."""
+    with tarfile.open(archive, "r:gz") as tar:
+        try:
+            member = tar.extractfile("setup.env")
+        except KeyError:
+            return None
+        text = member.read().decode("utf-8-sig") if member else ""
+    values = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
+    try:
+        return build_config(directory.resolve(), values, {})
+    except ConfigError:
+        return None
 
 
 def _safe_member(name: str) -> bool:

@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 
 from qfstack.errors import IdentityProviderError
-from qfstack.oidc import connection_verdict, retry_after, send
+from qfstack.oidc import retry_after, send
+from qfstack.provider import connection_verdict
 
 logger = logging.getLogger(__name__)
 

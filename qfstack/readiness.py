@@ -18,15 +18,13 @@ import httpx
 
 from qfstack.config import Config
 from qfstack.errors import ComposeError, NotReadyError, Pending
-from qfstack.oidc import (
+from qfstack.oidc import is_local_url, origin, rate_limit_delay
+from qfstack.provider import (
     Discovery,
     Expectations,
     ProviderReport,
     connection_verdict,
     inspect_provider,
-    is_local_url,
-    origin,
-    rate_limit_delay,
 )
 from qfstack.stack import ServiceState, Stack
 

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from qfstack.config import Config
 from qfstack.errors import IdentityProviderError
 from qfstack.files import format_env, write_atomic
-from qfstack.oidc import Discovery, snapshot
+from qfstack.provider import Discovery, snapshot
 from qfstack.secrets import ENCRYPTION_KEY
 
 logger = logging.getLogger(__name__)

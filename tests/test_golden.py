@@ -20,7 +20,7 @@ import pytest
 from dotenv import dotenv_values
 
 from qfstack.config import load_config
-from qfstack.oidc import Discovery
+from qfstack.provider import Discovery
 from qfstack.render import render
 from qfstack.secrets import ensure_secrets
 
@@ -310,8 +310,9 @@ def test_golden_management_json_holds_the_reference_values() -> None:
     device = doc["DeviceAuthorizationFlow"]
     assert device["Provider"] == "none"
     assert device["ProviderConfig"]["TokenEndpoint"] == discovery["token_endpoint"]
-    assert device["ProviderConfig"]["DeviceAuthEndpoint"] == (
-        discovery["device_authorization_endpoint"]
+    assert (
+        device["ProviderConfig"]["DeviceAuthEndpoint"]
+        == discovery["device_authorization_endpoint"]
     )
     assert device["ProviderConfig"]["UseIDToken"] is True
 

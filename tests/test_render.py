@@ -11,7 +11,7 @@ from dotenv import dotenv_values
 
 from qfstack.config import build_config
 from qfstack.errors import IdentityProviderError
-from qfstack.oidc import Discovery
+from qfstack.provider import Discovery
 from qfstack.render import management_document, render, turnserver_conf
 from qfstack.secrets import ensure_secrets
 from tests.support.stack import seed_setup_env

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from qfstack.config import Config
-from qfstack.oidc import Expectations, HttpSettings, http_client, inspect_provider
+from qfstack.oidc import HttpSettings, http_client
+from qfstack.provider import Expectations, inspect_provider
 from qfstack.readiness import IdentityProviderCheck, wait_until_ready
 from tests.support.provider import WELL_KNOWN, make_config, third_party_provider
 
