@@ -66,8 +66,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _console() -> Console:
-    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    return Console(stderr=True, no_color=not color, highlight=False, soft_wrap=True)
+    """stderr: styled only on a terminal without NO_COLOR."""
+    return _make_console(stderr=True)
+
+
+def _make_console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    plain = "NO_COLOR" in os.environ or not stream.isatty()
+    # No colour system at all means no escape codes, bold and italic included.
+    return Console(
+        stderr=stderr,
+        color_system=None if plain else "auto",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @dataclass
@@ -252,6 +264,8 @@ def _show_changes(err: Console, result: UpResult) -> None:
         err.print(f"  created: {', '.join(result.created)}")
     if result.recreated:
         err.print(f"  recreated: {', '.join(result.recreated)}")
+    if result.started:
+        err.print(f"  started (was stopped): {', '.join(result.started)}")
 
 
 def _show_sign_in(err: Console, link: SignInLink) -> None:
@@ -541,7 +555,7 @@ def restore(obj: Context, archive: Path, timeout: float, yes: bool) -> None:
     manifest = read_backup(archive)
     obj.err.print(
         f"This replaces setup.env, secrets and the volumes "
-        f"{', '.join(manifest.get('volumes', []))} in {obj.directory} "
+        f"{', '.join(manifest.get('volumes', []))} in {obj.directory.resolve()} "
         f"with the backup of {manifest.get('created', '?')}."
     )
     if not yes:
@@ -677,7 +691,7 @@ def pocketid_provision(
 
 
 def _print_provision(report: ProvisionReport) -> None:
-    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    out = _make_console(stderr=False)
     provisioned = report.provisioned
     verb = "would change" if provisioned.dry_run else "changed"
     out.print(
@@ -790,7 +804,7 @@ _LEVEL_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def _print_doctor(report: DoctorReport, *, verbose: bool) -> None:
-    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    out = _make_console(stderr=False)
     for verdict in report.verdicts:
         style = _LEVEL_STYLE[verdict.level]
         out.print(
@@ -844,7 +858,7 @@ class _Progress:
 
 
 def _print_status(report: dict[str, object]) -> None:
-    out = Console(highlight=False, no_color="NO_COLOR" in os.environ, soft_wrap=True)
+    out = _make_console(stderr=False)
     table = Table(title=f"project {report['project']}")
     for column in ("service", "state", "health", "uptime"):
         table.add_column(column, no_wrap=True)
@@ -867,7 +881,7 @@ def _print_status(report: dict[str, object]) -> None:
     urls = report.get("urls")
     if isinstance(urls, dict):
         for name, url in urls.items():
-            out.print(f"{name}: {escape(str(url))}")
+            out.print(f"{name.replace('_', ' ')} URL: {escape(str(url))}")
     out.print(f"healthy: {'yes' if report['healthy'] else 'no'}")
 
 
@@ -903,6 +917,10 @@ def _report(exc: QfstackError, verbose: bool) -> None:
     err = _console()
     if verbose:
         err.print(escape("".join(traceback.format_exception(exc))))
+    if isinstance(exc, ConfigError) and len(exc.findings) == 1:
+        # One finding says it all; the summary line would only repeat it.
+        show_findings(err, exc.findings)
+        return
     err.print(f"[bold red]error:[/] {escape(exc.message)}")
     if isinstance(exc, ConfigError):
         show_findings(err, exc.findings, indent="  ")

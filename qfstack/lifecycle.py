@@ -81,6 +81,8 @@ class UpResult:
     seconds: float
     created: list[str] = field(default_factory=list)
     recreated: list[str] = field(default_factory=list)
+    # Containers that existed but were stopped, and were started as they were.
+    started: list[str] = field(default_factory=list)
     # What `up` did in the bundled PocketID: client, group, first admin.
     pocketid: BundledSetup | None = None
     # The first admin's one-time sign-in link, when `up` created the admin.
@@ -96,6 +98,7 @@ class UpResult:
             self.rendered.changed
             or self.created
             or self.recreated
+            or self.started
             or provisioned
             or self.generated
         )
@@ -125,6 +128,7 @@ def up(
     secrets.save()
     config = config.with_secrets(secrets.values)
     before = {s.service: s.container_id for s in existing}
+    stopped = {s.service for s in existing if s.state != "running"}
     findings = preflight(config, {pub for s in existing for pub in s.published})
     for finding in findings:
         if finding.level != "error":
@@ -188,6 +192,9 @@ def up(
             name
             for name, cid in after.items()
             if name in before and before[name] != cid
+        ),
+        started=sorted(
+            name for name in stopped if name in after and before[name] == after[name]
         ),
         pocketid=bundled,
         generated=list(secrets.generated),
@@ -281,6 +288,11 @@ def render_stack(config: Config, settings: HttpSettings) -> Rendered:
 def compose_config(config: Config, *, show_secrets: bool = False) -> str:
     """The merged Compose configuration, as `docker compose config` prints it,
     with every secret masked unless `show_secrets`."""
+    if not (config.artifacts / "compose.env").is_file():
+        raise QfstackError(
+            "nothing is rendered yet: Compose needs artifacts/compose.env",
+            details=["Run `qfstack render` (or `qfstack up`) first."],
+        )
     text = Stack(config).config_yaml()
     if show_secrets:
         return text
@@ -602,6 +614,9 @@ def backup(config: Config, archive: Path | None = None) -> BackupResult:
             finally:
                 if service in running:
                     stack.start([service])
+                    # Back only once it is healthy again, so a backup (and
+                    # the upgrade that makes one) leaves the stack as it was.
+                    wait_until_ready([ServicesCheck(stack, [service])], 120)
                 stopped += time.monotonic() - began
             dumps[volume] = dump
 

@@ -52,6 +52,13 @@ def published_ports(config: Config) -> list[Port]:
     turn_address = bind if config.coturn_network == "bridge" else "0.0.0.0"
     ports.append(Port("QUFABRIC_TURN_PORT", turn_address, config.turn_port, "udp"))
     ports.append(Port("QUFABRIC_TURN_PORT", turn_address, config.turn_port, "tcp"))
+    if config.coturn_network == "bridge":
+        # Published one by one, so one taken port fails `docker compose up`;
+        # on the host network coturn just skips a busy relay port.
+        ports += [
+            Port("QUFABRIC_TURN_MIN_PORT", bind, number, "udp")
+            for number in range(config.turn_min_port, config.turn_max_port + 1)
+        ]
     return ports
 
 
@@ -62,13 +69,18 @@ def port_findings(ports: Iterable[Port], own: set[tuple[int, str]]) -> list[Find
         if (port.number, port.protocol) in own or _is_free(port):
             continue
         holder = _holder(port) or "that program"
+        move = (
+            "move the relay range (QUFABRIC_TURN_MIN_PORT to QUFABRIC_TURN_MAX_PORT)"
+            if port.variable == "QUFABRIC_TURN_MIN_PORT"
+            else f"give {port.variable} another port"
+        )
         findings.append(
             Finding(
                 "error",
                 port.variable,
                 f"{port.protocol.upper()} port {port.number} on {port.address} is "
                 f"already in use by {holder}.",
-                f"stop {holder} or give {port.variable} another port.",
+                f"stop {holder} or {move}.",
             )
         )
     return findings

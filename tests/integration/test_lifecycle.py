@@ -347,3 +347,42 @@ def test_two_changing_commands_do_not_run_at_once(
     assert first.returncode == 0, stderr
     assert second.returncode == 1
     assert "another qfstack command is changing" in second.stderr
+
+
+def test_a_taken_relay_port_is_reported_before_any_container_starts(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    relay = int(
+        next(
+            line.split("=")[1]
+            for line in (stack_dir / "setup.env").read_text().splitlines()
+            if line.startswith("QUFABRIC_TURN_MIN_PORT=")
+        )
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", relay))
+        result = qfstack(stack_dir, "up", "--timeout", "60")
+    assert result.returncode == 1, result.stderr
+    assert f"UDP port {relay}" in result.stderr
+    assert "QUFABRIC_TURN_MIN_PORT" in result.stderr
+    assert project_containers(project_name(stack_dir)) == []
+
+
+def test_up_starts_a_stopped_container_and_says_so_and_backup_leaves_it_healthy(
+    standin_images, stack_dir: Path
+) -> None:
+    _bundled(stack_dir)
+    assert qfstack(stack_dir, "up", "--timeout", "180").returncode == 0
+    project = project_name(stack_dir)
+    subprocess.run(
+        ["docker", "stop", f"{project}-signal-1"], check=True, capture_output=True
+    )
+    again = qfstack(stack_dir, "up", "--timeout", "120")
+    assert again.returncode == 0, again.stderr
+    assert "started (was stopped): signal" in again.stderr
+    assert "No change" not in again.stderr
+
+    assert qfstack(stack_dir, "backup").returncode == 0
+    status = qfstack(stack_dir, "status", "--json")
+    assert status.returncode == 0, status.stdout
