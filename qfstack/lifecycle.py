@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dotenv import dotenv_values
 
-from qfstack.config import SERVICES, VARIABLES, Config, is_secret
+from qfstack.config import SERVICES, VARIABLES, Config, build_config, is_secret
 from qfstack.doctor import pocketid_verdicts
 from qfstack.errors import (
     ComposeError,
@@ -80,6 +81,8 @@ class UpResult:
     seconds: float
     created: list[str] = field(default_factory=list)
     recreated: list[str] = field(default_factory=list)
+    # Containers that existed but were stopped, and were started as they were.
+    started: list[str] = field(default_factory=list)
     # What `up` did in the bundled PocketID: client, group, first admin.
     pocketid: BundledSetup | None = None
     # The first admin's one-time sign-in link, when `up` created the admin.
@@ -95,6 +98,7 @@ class UpResult:
             self.rendered.changed
             or self.created
             or self.recreated
+            or self.started
             or provisioned
             or self.generated
         )
@@ -124,6 +128,7 @@ def up(
     secrets.save()
     config = config.with_secrets(secrets.values)
     before = {s.service: s.container_id for s in existing}
+    stopped = {s.service for s in existing if s.state != "running"}
     findings = preflight(config, {pub for s in existing for pub in s.published})
     for finding in findings:
         if finding.level != "error":
@@ -187,6 +192,9 @@ def up(
             name
             for name, cid in after.items()
             if name in before and before[name] != cid
+        ),
+        started=sorted(
+            name for name in stopped if name in after and before[name] == after[name]
         ),
         pocketid=bundled,
         generated=list(secrets.generated),
@@ -280,6 +288,11 @@ def render_stack(config: Config, settings: HttpSettings) -> Rendered:
 def compose_config(config: Config, *, show_secrets: bool = False) -> str:
     """The merged Compose configuration, as `docker compose config` prints it,
     with every secret masked unless `show_secrets`."""
+    if not (config.artifacts / "compose.env").is_file():
+        raise QfstackError(
+            "nothing is rendered yet: Compose needs artifacts/compose.env",
+            details=["Run `qfstack render` (or `qfstack up`) first."],
+        )
     text = Stack(config).config_yaml()
     if show_secrets:
         return text
@@ -601,6 +614,9 @@ def backup(config: Config, archive: Path | None = None) -> BackupResult:
             finally:
                 if service in running:
                     stack.start([service])
+                    # Back only once it is healthy again, so a backup (and
+                    # the upgrade that makes one) leaves the stack as it was.
+                    wait_until_ready([ServicesCheck(stack, [service])], 120)
                 stopped += time.monotonic() - began
             dumps[volume] = dump
 
@@ -664,13 +680,11 @@ def restore(
     Files the archive replaces are first copied to `<name>.before-restore`.
     """
     manifest = read_backup(archive)
-    try:
-        current = load(directory)
-    except ConfigError:
-        current = None  # a broken setup.env is what restore is for
-    if current is not None:
-        # Refuse before replacing anything when another directory owns it.
-        owned_containers(Stack(current))
+    # Refuse before replacing anything when another directory owns the
+    # project, whether it is named by the current setup.env or the archive's.
+    for config in (_loaded(load, directory), _archived_config(archive, directory)):
+        if config is not None:
+            owned_containers(Stack(config))
     with tarfile.open(archive, "r:gz") as tar:
         for name in manifest.get("files", []):
             if not _safe_member(name):
@@ -701,6 +715,28 @@ def restore(
                 dump.flush()
                 stack.import_volume(volume, image, Path(dump.name))
     return config
+
+
+def _loaded(load: Callable[[Path], Config], directory: Path) -> Config | None:
+    try:
+        return load(directory)
+    except ConfigError:
+        return None  # a broken setup.env is what restore is for
+
+
+def _archived_config(archive: Path, directory: Path) -> Config | None:
+    """The configuration the archive's setup.env gives `directory`."""
+    with tarfile.open(archive, "r:gz") as tar:
+        try:
+            member = tar.extractfile("setup.env")
+        except KeyError:
+            return None
+        text = member.read().decode("utf-8-sig") if member else ""
+    values = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
+    try:
+        return build_config(directory.resolve(), values, {})
+    except ConfigError:
+        return None
 
 
 def _safe_member(name: str) -> bool:
