@@ -269,7 +269,8 @@ def _show_changes(err: Console, result: UpResult) -> None:
 
 
 def _show_sign_in(err: Console, link: SignInLink) -> None:
-    """The one place a sign-in link is shown: once, on stderr, never logged."""
+    """How `up` shows the first admin's link: once, on stderr with its
+    progress, never logged (`pocketid sign-in-link` prints its own on stdout)."""
     err.print(
         f"Sign in to PocketID as [bold]{escape(link.user)}[/] and add a passkey "
         "with this one-time link (valid for 1 hour, shown only now):"
@@ -688,15 +689,19 @@ def pocketid_provision(
             f"[green]Provisioned[/] client {escape(provisioned.client_id)}: "
             f"{count} change(s)."
         )
+    for step in report.next_steps:
+        obj.err.print(f"[yellow]Next:[/] {escape(step)}")
 
 
 def _print_provision(report: ProvisionReport) -> None:
     out = _make_console(stderr=False)
     provisioned = report.provisioned
     verb = "would change" if provisioned.dry_run else "changed"
+    version = provisioned.version
+    if provisioned.assumed_version:
+        version = f"version {version}; assuming {provisioned.assumed_version}"
     out.print(
-        f"PocketID {escape(provisioned.version)}, client "
-        f"{escape(provisioned.client_id or '(new)')}"
+        f"PocketID {escape(version)}, client {escape(provisioned.client_id or '(new)')}"
     )
     for change in [*provisioned.changes, *report.setup_env]:
         out.print(f"  {verb}: {escape(change.line())}")
@@ -725,8 +730,13 @@ def pocketid_sign_in_link(obj: Context, user: str | None) -> None:
                 )
             ],
         )
-    link = provision_sign_in_link(config, user or config.get("QFSTACK_POCKETID_ADMIN"))
-    _show_sign_in(obj.err, link)
+    link = provision_sign_in_link(config, user, obj.settings)
+    obj.err.print(
+        f"One-time sign-in link for [bold]{escape(link.user)}[/] (valid for 1 "
+        "hour): open it and add a passkey."
+    )
+    # The link is this command's data: stdout, so that LINK=$(...) holds it.
+    click.echo(link.reveal())
 
 
 @cli.command("wait")

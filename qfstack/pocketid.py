@@ -334,6 +334,19 @@ class PocketIdClient:
         if self._major is not None:
             logger.debug("PocketID at %s looks like %d.x", self.base_url, self._major)
 
+    def learn_major_from_clients(self) -> int | None:
+        """Read one OIDC client, of any name, for the fields that tell the
+        major version; one call, made only while the version is unknown.
+        None when PocketID has no client to tell it by."""
+        if self._major is not None:
+            return self._major
+        query = {"pagination[page]": "1", "pagination[limit]": "1"}
+        body = self._json("GET", "/api/oidc/clients", check="clients", params=query)
+        items = body.get("data") if isinstance(body, dict) else None
+        if isinstance(items, list) and items:
+            self._learn(items[0])
+        return self._major
+
     # --- calls ----------------------------------------------------------------
 
     def me(self) -> User:

@@ -15,7 +15,8 @@ provisions, and writes the client id back into setup.env in place.
 `prepare_bundled` is what `up` does for the bundled PocketID (2.2+): provision
 with the static API key, keeping the access an existing client has, and
 create the first admin when no user exists. `sign_in_link` asks the container
-for a one-time sign-in link; `SignInLink` masks it everywhere but `reveal`.
+for a one-time sign-in link, after asking the API whether the user exists;
+`SignInLink` masks it everywhere but `reveal`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from qfstack.config import (
     read_setup_env,
 )
 from qfstack.doctor import STATIC_KEY, api_key
-from qfstack.errors import Finding, QfstackError
+from qfstack.errors import ComposeError, ConfigError, Finding, QfstackError
 from qfstack.oidc import HttpSettings, effective_settings, http_client, origin
 from qfstack.pocketid import (
     ApiKey,
@@ -54,6 +55,8 @@ from qfstack.stack import Stack
 logger = logging.getLogger(__name__)
 
 GROUP_FRIENDLY_NAME = "QuFabric users"
+# What a plan assumes when PocketID's answers do not tell its major version.
+ASSUMED_VERSION = "2.x"
 TOKEN_VAR = "QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN"
 CLIENT_VARS = ("QUFABRIC_AUTH_CLIENT_ID", "QUFABRIC_AUTH_AUDIENCE")
 DEVICE_VARS = (
@@ -142,6 +145,8 @@ class Provisioned:
     notes: list[str] = field(default_factory=list)
     client: OidcClient | None = None
     group: UserGroup | None = None
+    # The version the plan assumed because PocketID's answers did not tell it.
+    assumed_version: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -151,6 +156,7 @@ class Provisioned:
         return {
             "client_id": self.client_id,
             "pocketid_version": self.version,
+            "pocketid_version_assumed": self.assumed_version,
             "dry_run": self.dry_run,
             "changed": self.changed,
             "changes": [c.as_dict() for c in self.changes],
@@ -177,6 +183,10 @@ def provision(
     api.require_admin()
     api.detect_version()
     current = _find(api, spec, client_id, by_name=by_name)
+    # A real run learns the major version from the client it creates at the
+    # latest; a dry run creates none, so both ask for any client first and
+    # plan from the same answer.
+    api.learn_major_from_clients()
     users = _resolve_users(api, access.users) if access.restricted else []
     restricted = _restriction(api, current, access)
     fields = _fields(spec, restricted)
@@ -217,6 +227,14 @@ def provision(
             "access is open: every PocketID user may log in to QuFabric."
         )
     # restricted None: an existing client keeps the access it has.
+
+    if api.major is None:
+        result.assumed_version = ASSUMED_VERSION
+        result.notes.append(
+            f"version unknown; assuming {ASSUMED_VERSION}: PocketID does not "
+            "announce its version and has no OIDC client whose fields tell it. "
+            "On 1.x the real run creates no group and sets no group restriction."
+        )
     return result
 
 
@@ -435,6 +453,8 @@ class ProvisionReport:
     setup_env: list[Change]
     backup: Path | None
     findings: tuple[Finding, ...] = ()
+    # What the operator still has to do before `validate` and `up` pass.
+    next_steps: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -445,6 +465,7 @@ class ProvisionReport:
         data["changed"] = self.changed
         data["setup_env"] = [c.as_dict() for c in self.setup_env]
         data["backup"] = str(self.backup) if self.backup else None
+        data["next_steps"] = list(self.next_steps)
         return data
 
 
@@ -500,7 +521,22 @@ def provision_setup(
             "to QuFabric: add users with --user NAME (or in PocketID: "
             "Administration -> User Groups)."
         )
-    return ProvisionReport(provisioned, planned, backup, config.findings)
+    return ProvisionReport(
+        provisioned, planned, backup, config.findings, _next_steps(config, raw)
+    )
+
+
+def _next_steps(config: Config, raw: Mapping[str, str]) -> list[str]:
+    """What provisioning leaves to the operator: a key given to it is never
+    written, yet management needs one in setup.env."""
+    if config.bundled_pocketid or _value(raw, TOKEN_VAR):
+        return []
+    state = "still has a placeholder in" if raw.get(TOKEN_VAR) else "has no value for"
+    return [
+        f"setup.env {state} {TOKEN_VAR}: put the management API key there "
+        "(qfstack init --api-token-file FILE does it); `qfstack validate` and "
+        "`qfstack up` need it."
+    ]
 
 
 def _provisioning_config(
@@ -513,10 +549,13 @@ def _provisioning_config(
     values = dict(raw)
     configured = _value(raw, "QUFABRIC_AUTH_CLIENT_ID")
     stand_in = configured or "qufabric"
-    for name in (*CLIENT_VARS, *DEVICE_VARS):
-        if name not in CLIENT_VARS and name not in raw:
-            continue
+    for name in CLIENT_VARS:
         if not configured or not _value(raw, name):
+            values[name] = stand_in
+    # The device client stands in for a placeholder only: an empty one stays
+    # empty, as `validate` reads it, so both report the same warnings.
+    for name in DEVICE_VARS:
+        if raw.get(name) and not _value(raw, name):
             values[name] = stand_in
     bundled = raw.get("QFSTACK_BUNDLED_POCKETID", "").strip().lower()
     if not _value(raw, TOKEN_VAR) and bundled not in ("true", "1", "yes", "on"):
@@ -684,20 +723,95 @@ def _first_admin(
     return admin
 
 
-def sign_in_link(config: Config, user: str) -> SignInLink:
-    """A one-hour sign-in link for `user`, from the bundled PocketID itself."""
-    output = Stack(config).pocketid_one_time_access_token(user)
+def sign_in_link(
+    config: Config, user: str | None = None, settings: HttpSettings | None = None
+) -> SignInLink:
+    """A one-hour sign-in link for `user` (default: QFSTACK_POCKETID_ADMIN),
+    from the bundled PocketID itself.
+
+    With `settings`, the user is first looked up over PocketID's API, so that
+    an unknown one is a ConfigError naming it (exit 2) rather than a failed
+    command; without them, or when the API cannot answer, the command decides.
+    """
+    name = user or config.get("QFSTACK_POCKETID_ADMIN")
+    if settings is not None:
+        with http_client(effective_settings(config, settings)) as http:
+            _require_user(config, http, name, given=user is not None)
+    try:
+        output = Stack(config).pocketid_one_time_access_token(name)
+    except ComposeError as exc:
+        raise QfstackError(
+            f"PocketID could not create a sign-in link for {name!r} "
+            f"(`pocket-id one-time-access-token` exited {exc.returncode})",
+            details=[
+                *(exc.details or [exc.message]),
+                "Check that the user exists and that PocketID runs: "
+                "`qfstack status`, `qfstack logs pocketid`.",
+            ],
+        ) from None
     match = _LINK.search(output)
     if match is None:
         raise QfstackError(
             "PocketID printed no sign-in link",
             details=[
-                f"`pocket-id one-time-access-token {user}` in the pocketid "
+                f"`pocket-id one-time-access-token {name}` in the pocketid "
                 "container printed no <APP_URL>/lc/<token> line.",
                 "Check that the user exists: `qfstack logs pocketid`.",
             ],
         )
-    return SignInLink(user, match.group(0))
+    return SignInLink(name, match.group(0))
+
+
+def _require_user(
+    config: Config, http: httpx.Client, name: str, *, given: bool
+) -> None:
+    """Raise a ConfigError when the bundled PocketID has no user `name`
+    (a user name or an e-mail address, as the command takes it)."""
+    key, source = api_key(config)
+    if not key:
+        return
+    api = PocketIdClient(http, config.pocketid_url, key, key_source=source)
+    try:
+        users = api.list_users()
+    except PocketIdError as exc:
+        logger.debug("cannot list PocketID's users (%s); the command decides", exc)
+        return
+    wanted = name.casefold()
+    if any(wanted in (u.username.casefold(), u.email.casefold()) for u in users):
+        return
+
+    admin = config.get("QFSTACK_POCKETID_ADMIN")
+    names = sorted(u.username for u in users)
+    known = "it has no user yet"
+    if names:
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        known = f"its users: {', '.join(names[:10])}{more}"
+    if given:
+        variable = "USER"
+        fix = (
+            "pass one of its users (`qfstack pocketid sign-in-link USER`), or "
+            f"none for the first admin, QFSTACK_POCKETID_ADMIN ({admin!r})."
+        )
+    else:
+        variable = "QFSTACK_POCKETID_ADMIN"
+        fix = (
+            "pass the user: `qfstack pocketid sign-in-link USER`, or set "
+            "QFSTACK_POCKETID_ADMIN to one of its users."
+        )
+    if not names:
+        fix = "run `qfstack up`: it creates the first admin, QFSTACK_POCKETID_ADMIN."
+    raise ConfigError(
+        f"PocketID has no user {name!r}",
+        [
+            Finding(
+                "error",
+                variable,
+                f"is {name!r}, but the bundled PocketID has no user with that "
+                f"user name or e-mail address ({known}).",
+                fix,
+            )
+        ],
+    )
 
 
 __all__ = [

@@ -240,6 +240,22 @@ def test_the_device_client_follows_when_the_device_flow_is_on(
     ]
 
 
+def test_an_empty_device_client_warns_no_more_than_validate_does(
+    tmp_path: Path, empty: Emulator, ca: CAFiles
+) -> None:
+    empty_device = {
+        "QUFABRIC_AUTH_DEVICE_AUTH_PROVIDER": "none",
+        "QUFABRIC_AUTH_DEVICE_AUTH_CLIENT_ID": "",
+        "QUFABRIC_AUTH_DEVICE_AUTH_AUDIENCE": "",
+    }
+    directory = stack(tmp_path, empty, ca, **empty_device)
+    validated = {str(f) for f in load_config(directory, {}).findings}
+    report = run(directory)
+    assert {str(f) for f in report.findings} == validated
+    assert not any("DEVICE_AUTH" in f.variable for f in report.findings)
+    assert setup_env(directory)["QUFABRIC_AUTH_DEVICE_AUTH_CLIENT_ID"] == '""'
+
+
 def test_the_device_client_stays_out_while_the_flow_is_off(
     tmp_path: Path, empty: Emulator, ca: CAFiles
 ) -> None:
@@ -356,6 +372,43 @@ def test_a_dry_run_of_an_update(tmp_path: Path, wrong: Emulator, ca: CAFiles) ->
     ]
 
 
+def test_a_dry_run_plans_what_the_real_run_does(
+    tmp_path: Path, wrong: Emulator, ca: CAFiles, version: str
+) -> None:
+    # No client is named QuFabric, so none tells the version by name; the
+    # dry run must still learn it (1.x: no group work) as the real run does.
+    directory = guide_stack(tmp_path, wrong, ca)
+    planned = run(directory, dry_run=True, users=("alice",))
+    done = run(directory, users=("alice",))
+
+    def steps(report: ProvisionReport) -> list[tuple[str, str, str]]:
+        return [(c.field, c.before, c.after) for c in report.provisioned.changes]
+
+    assert steps(planned) == steps(done)
+    assert planned.provisioned.version == done.provisioned.version
+    assert planned.provisioned.assumed_version is None
+    if not is_v2(version):
+        assert not any("group" in c.line() for c in planned.provisioned.changes)
+        assert "restricted" not in planned.provisioned.changes[0].after
+
+
+def test_a_dry_run_that_cannot_tell_the_version_says_what_it_assumes(
+    tmp_path: Path, empty: Emulator, ca: CAFiles, version: str
+) -> None:
+    # No client at all: 1.16 shows its version nowhere before one is created.
+    report = run(guide_stack(tmp_path, empty, ca), dry_run=True)
+    notes = report.provisioned.notes
+    if is_v2(version):
+        # 2.13+ tells it by the error its missing version route answers.
+        assert report.provisioned.assumed_version is None
+        assert not any("version unknown" in n for n in notes)
+        return
+    assert report.provisioned.version == "unknown"
+    assert report.provisioned.assumed_version == "2.x"
+    assert report.as_dict()["pocketid_version_assumed"] == "2.x"
+    assert any(n.startswith("version unknown; assuming 2.x") for n in notes)
+
+
 # --- access (2.x) ------------------------------------------------------------
 
 
@@ -433,6 +486,20 @@ def test_a_key_from_a_file_is_used_and_never_written(
     assert report.changed
     assert ADMIN_TOKEN not in (directory / "setup.env").read_text()
     assert ADMIN_TOKEN not in json.dumps(report.as_dict())
+
+
+def test_a_placeholder_key_in_setup_env_is_the_next_step(
+    tmp_path: Path, empty: Emulator, ca: CAFiles
+) -> None:
+    directory = stack(tmp_path, empty, ca, token="<API_TOKEN>")
+    report = run(directory, api_token=ADMIN_TOKEN)
+    assert report.next_steps == [
+        "setup.env still has a placeholder in QUFABRIC_IDP_MGMT_EXTRA_API_TOKEN: "
+        "put the management API key there (qfstack init --api-token-file FILE "
+        "does it); `qfstack validate` and `qfstack up` need it."
+    ]
+    assert report.as_dict()["next_steps"] == report.next_steps
+    assert run(stack(tmp_path, empty, ca)).next_steps == []
 
 
 def test_without_a_key_qfstack_says_how_to_make_one(

@@ -104,7 +104,14 @@ def test_the_bundled_stack_comes_up_from_an_empty_directory_with_no_clicks(
         same = client.get(f"{api}/oidc/clients/qufabric", headers=headers)
     assert same.status_code == 200 and same.json()["id"] == "qufabric"
 
-    # A new link on demand, for when the first one has expired.
+    # A new link on demand, for when the first one has expired: the link is
+    # the command's data (LINK=$(qfstack pocketid sign-in-link)).
     link = qfstack(stack_dir, "pocketid", "sign-in-link")
     assert link.returncode == 0, link.stderr
-    assert len(LINK.findall(link.stderr)) == 1 and link.stdout == ""
+    assert LINK.fullmatch(link.stdout.strip()) and not LINK.search(link.stderr)
+
+    # An unknown user is named, from PocketID's user list, not from Compose.
+    unknown = qfstack(stack_dir, "pocketid", "sign-in-link", "nosuchuser")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "'nosuchuser'" in unknown.stderr and "its users: admin" in unknown.stderr
+    assert "docker compose" not in unknown.stderr and unknown.stdout == ""
