@@ -24,6 +24,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from qfstack import __version__
+from qfstack.backup import backup as stack_backup
+from qfstack.backup import read_backup
+from qfstack.backup import restore as stack_restore
+from qfstack.backup import upgrade as stack_upgrade
 from qfstack.config import Config, load_config
 from qfstack.doctor import DoctorReport, diagnose
 from qfstack.doctor import wait as stack_wait
@@ -41,16 +45,12 @@ from qfstack.lifecycle import (
     compose_config,
     guard_new_keys,
     known_services,
-    read_backup,
     render_stack,
 )
-from qfstack.lifecycle import backup as stack_backup
 from qfstack.lifecycle import down as stack_down
 from qfstack.lifecycle import restart as stack_restart
-from qfstack.lifecycle import restore as stack_restore
 from qfstack.lifecycle import status as stack_status
 from qfstack.lifecycle import up as stack_up
-from qfstack.lifecycle import upgrade as stack_upgrade
 from qfstack.oidc import HttpSettings, parse_resolve
 from qfstack.provision import Options as ProvisionOptions
 from qfstack.provision import ProvisionReport, SignInLink, provision_setup
