@@ -295,9 +295,10 @@ def status(obj: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.option(
+    "-v",
     "--volumes",
     is_flag=True,
-    help="Also remove the volumes (management data, certificates).",
+    help="Also remove the volumes (management data, certificates); asks first.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
 @pass_context

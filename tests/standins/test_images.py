@@ -58,7 +58,7 @@ def run_once(
     try:
         return docker(*argv, image, *arguments, check=False, timeout=timeout)
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
 
 
 @contextmanager
@@ -87,7 +87,7 @@ def detached(
         docker(*argv, image, *arguments)
         yield name
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
 
 
 def logs(container: str) -> str:

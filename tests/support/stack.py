@@ -166,7 +166,7 @@ def remove_project(directory: Path) -> None:
         capture_output=True,
     )
     for container in project_containers(project):
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True)
     for volume in project_volumes(project):
         subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
 
@@ -272,7 +272,7 @@ def external_idp(
         if stack is not None:
             # The stack's containers hold the network; remove them first.
             remove_project(stack)
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True)
         with suppress(Exception):
             subprocess.run(["docker", "network", "rm", network], capture_output=True)
 
