@@ -6,6 +6,8 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
+# dockerd lives in /usr/sbin, which a non-login root shell may not have.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 say() { printf 'ensure-docker: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
