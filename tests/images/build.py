@@ -211,7 +211,7 @@ def _remove_rootfs(directory: Path) -> None:
 
 def build_base() -> None:
     """Make ``BASE_IMAGE`` with debootstrap and ``docker import``."""
-    if shutil.which("debootstrap") is None:
+    if _debootstrap_path() is None:
         raise BuildError(
             "debootstrap is not installed; install it (apt-get install debootstrap) "
             f"to build {BASE_IMAGE}"
@@ -237,9 +237,15 @@ def build_base() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _debootstrap_path() -> str | None:
+    # /usr/sbin may be missing from a non-login root shell's PATH.
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which("debootstrap", path=search)
+
+
 def _debootstrap(rootfs: Path) -> None:
     argv = [
-        "debootstrap", "--variant=minbase",
+        _debootstrap_path() or "debootstrap", "--variant=minbase",
         "--include=" + ",".join(BASE_PACKAGES),
         BASE_SUITE, str(rootfs),
     ]  # fmt: skip
