@@ -2,6 +2,9 @@
 # commands a newcomer needs (see README.md).
 
 PYTHON ?= python3
+# Tools the set-up runs (dockerd, debootstrap and the chroot it calls) live in
+# sbin, which a non-login root shell may not have on its PATH.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 VENV   := .venv
 PY     := $(VENV)/bin/python
 QFSTACK := $(VENV)/bin/qfstack
