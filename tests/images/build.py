@@ -63,7 +63,9 @@ BASE_CHANGES = (
 LOCK_FILE = Path(tempfile.gettempdir()) / "qfstack-standin-build.lock"
 
 # Files in a build context that never reach an image (see each .dockerignore).
-IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+IGNORED_NAMES = frozenset(
+    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+)
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 
 
