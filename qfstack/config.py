@@ -568,7 +568,7 @@ class _Checker:
         bind_address = v.get("QFSTACK_BIND_ADDRESS") or (
             "127.0.0.1" if local else "0.0.0.0"
         )
-        if not _is_ip(bind_address):
+        if not is_ip(bind_address):
             self.error(
                 "QFSTACK_BIND_ADDRESS",
                 f"is {bind_address!r}, not an IP address.",
@@ -1090,7 +1090,8 @@ def _parse_bool(value: str) -> bool | None:
     return None
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
+    """Whether `value` is an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -1109,7 +1110,7 @@ def _is_loopback(host: str) -> bool:
 
 def _is_hostname(value: str, *, url: bool = False) -> bool:
     """A host name or IP address; in a URL, Docker's names with '_' pass too."""
-    if _is_ip(value):
+    if is_ip(value):
         return True
     chars = "a-z0-9_-" if url else "a-z0-9-"
     label = rf"(?!-)[{chars}]{{1,63}}(?<!-)"

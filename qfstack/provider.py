@@ -13,7 +13,6 @@ connection failed.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import ssl
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from qfstack.checks import Level, Verdict
-from qfstack.config import Config
+from qfstack.config import Config, is_ip
 from qfstack.errors import IdentityProviderError
 from qfstack.oidc import HttpSettings, is_local_host, retry_after, send, trust_source
 
@@ -639,15 +638,7 @@ def _is_absolute(url: str) -> bool:
 def _is_internal(url: str) -> bool:
     """A single-label host (a container name, like the bundled `pocketid`)."""
     host = urlsplit(url).hostname or ""
-    return "." not in host and not _is_ip(host)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    return "." not in host and not is_ip(host)
 
 
 def pkce_verdict(discovery: Discovery) -> Verdict:

@@ -21,6 +21,7 @@ from tests.support.stack import (
     project_name,
     project_volumes,
     qfstack,
+    start_qfstack,
 )
 
 pytestmark = pytest.mark.integration
@@ -147,21 +148,7 @@ def test_ctrl_c_during_up_exits_130_with_files_intact(
     (stack_dir / "compose.override.yml").write_text(
         'services:\n  pocketid:\n    environment:\n      EMU_START_DELAY: "30"\n'
     )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qfstack",
-            "--dir",
-            str(stack_dir),
-            "up",
-            "--timeout",
-            "120",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    process = start_qfstack(stack_dir, "up", "--timeout", "120")
     time.sleep(6)
     setup_before = (stack_dir / "setup.env").read_text()
     secrets_before = (stack_dir / "secrets.env").read_text()
@@ -326,21 +313,7 @@ def test_two_changing_commands_do_not_run_at_once(
     standin_images, stack_dir: Path
 ) -> None:
     _bundled(stack_dir)
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qfstack",
-            "--dir",
-            str(stack_dir),
-            "up",
-            "--timeout",
-            "180",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    first = start_qfstack(stack_dir, "up", "--timeout", "180")
     time.sleep(1.5)
     second = qfstack(stack_dir, "up", "--timeout", "60")
     _, stderr = first.communicate(timeout=200)

@@ -101,6 +101,17 @@ def qfstack(
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def start_qfstack(directory: Path, *args: str) -> subprocess.Popen[str]:
+    """Start `python -m qfstack --dir DIRECTORY ARGS` in the background;
+    its stderr is piped for the test to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qfstack", "--dir", str(directory), *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
 def project_name(directory: Path) -> str:
     values = (
         dict(
@@ -116,34 +127,19 @@ def project_name(directory: Path) -> str:
 
 
 def project_containers(project: str) -> list[str]:
-    done = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-aq",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.split()
+    """Every container of a Compose project, running or not."""
+    return _labelled(["docker", "ps", "-aq"], project)
 
 
 def project_volumes(project: str) -> list[str]:
+    """Every volume of a Compose project."""
+    return _labelled(["docker", "volume", "ls", "-q"], project)
+
+
+def _labelled(argv: list[str], project: str) -> list[str]:
+    label = f"label=com.docker.compose.project={project}"
     done = subprocess.run(
-        [
-            "docker",
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        [*argv, "--filter", label], capture_output=True, text=True, check=True
     )
     return done.stdout.split()
 
